@@ -33,16 +33,40 @@ export class FrameReader {
   /**
    * @param keepTypes message type characters whose bodies the visitor needs
    * @param maxLength largest accepted length field (which counts itself)
+   * @param validTypes message types the stream may carry (default: any)
    */
-  constructor(keepTypes: string, maxLength = 0x3fffffff) {
+  constructor(keepTypes: string, maxLength = 0x3fffffff, validTypes?: string) {
     this.maxLength = maxLength;
     this.keep = new Uint8Array(256);
     for (let i = 0; i < keepTypes.length; i++) this.keep[keepTypes.charCodeAt(i)] = 1;
+    this.valid = new Uint8Array(256).fill(validTypes === undefined ? 1 : 0);
+    for (let i = 0; validTypes !== undefined && i < validTypes.length; i++) this.valid[validTypes.charCodeAt(i)] = 1;
   }
+
+  /** Types accepted; any other is refused as soon as its header is read. */
+  private readonly valid: Uint8Array;
 
   /** True when no message is partly read: the stream is at a message boundary. */
   get atBoundary(): boolean {
     return this.remaining === -1 && this.headerFill === 0;
+  }
+
+  /** True unless inside a message body (a partial header may be pending). */
+  get betweenBodies(): boolean {
+    return this.remaining === -1;
+  }
+
+  /**
+   * Bytes of a header that began in an earlier chunk and is not complete yet.
+   * A forwarder holds these back so it never sends part of a message whose
+   * type it has not seen (it might be one it must not forward).
+   */
+  get partialHeaderLength(): number {
+    return this.headerFill;
+  }
+
+  partialHeader(): Buffer {
+    return Buffer.from(this.header.subarray(0, this.headerFill));
   }
 
   /**
@@ -72,6 +96,7 @@ export class FrameReader {
           type = this.header[0];
           length = this.header.readInt32BE(1);
         }
+        if (this.valid[type] === 0) throw protocolViolation(`invalid frontend message type ${type}`);
         if (length < 4) throw protocolViolation(`invalid message length ${length}`);
         if (length > this.maxLength) {
           throw protocolViolation(`message of type "${printable(type)}" too long`, `Length ${length} exceeds the limit of ${this.maxLength} bytes.`);

@@ -1,0 +1,115 @@
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { credentialFromSecret, type Credential } from './credential.ts';
+import { parseUserlist } from './userlist.ts';
+import type { ServerSecret } from './server-login.ts';
+import type { NodeAddress } from '../routing/endpoint.ts';
+
+export interface CredentialStoreOptions {
+  authFile?: string;
+  authUser?: string;
+  authQuery: string;
+  cacheTtlMs: number;
+  negativeCacheTtlMs: number;
+  connectTimeoutMs: number;
+  /** Passwords configured per user for logging in to servers. */
+  serverPasswords: ReadonlyMap<string, string>;
+}
+
+interface CacheEntry {
+  credential: Credential | null;
+  expires: number;
+}
+
+/**
+ * Where users' secrets come from: the auth_file (PgBouncer's userlist.txt),
+ * then auth_query run as auth_user on the endpoint's primary, cached with a
+ * TTL (and a shorter one for users that do not exist). Also remembers, per
+ * user, the SCRAM ClientKey recovered from that user's last successful
+ * login, which is what lets pgmux log in to servers without a password.
+ */
+export class CredentialStore {
+  private readonly opts: CredentialStoreOptions;
+  private fileEntries = new Map<string, string>();
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly inflight = new Map<string, Promise<Credential | null>>();
+  private readonly clientKeys = new Map<string, { clientKey: Buffer; serverKey: Buffer }>();
+
+  constructor(opts: CredentialStoreOptions) {
+    this.opts = opts;
+  }
+
+  /** Reads the auth_file (again). Throws with the file's problem. */
+  async load(): Promise<void> {
+    if (this.opts.authFile === undefined) return;
+    this.fileEntries = parseUserlist(await readFile(this.opts.authFile, 'utf8'));
+  }
+
+  /** The stored secret of `user`, or null when the user is unknown. */
+  async lookup(user: string, primary: NodeAddress, database: string): Promise<Credential | null> {
+    const secret = this.fileEntries.get(user);
+    if (secret !== undefined) return credentialFromSecret(secret);
+    if (this.opts.authUser === undefined) return null;
+    const key = `${primary.host}:${primary.port}\0${user}`;
+    const hit = this.cache.get(key);
+    if (hit !== undefined && hit.expires > Date.now()) return hit.credential;
+    // Concurrent logins of one user share one query.
+    let p = this.inflight.get(key);
+    if (p === undefined) {
+      p = this.runAuthQuery(user, primary, database).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, p);
+    }
+    const credential = await p;
+    const ttl = credential === null ? this.opts.negativeCacheTtlMs : this.opts.cacheTtlMs;
+    this.cache.set(key, { credential, expires: Date.now() + ttl });
+    return credential;
+  }
+
+  /** Forgets a cached secret after a failed login, so a changed password is seen. */
+  invalidate(user: string): void {
+    for (const k of this.cache.keys()) if (k.endsWith(`\0${user}`)) this.cache.delete(k);
+  }
+
+  rememberClientKey(user: string, clientKey: Buffer, serverKey: Buffer): void {
+    this.clientKeys.set(user, { clientKey, serverKey });
+  }
+
+  /** What pgmux can use to log in to a server as `user`. */
+  serverSecret(user: string, credential: Credential | null): ServerSecret {
+    const s: ServerSecret = {};
+    const configured = this.opts.serverPasswords.get(user);
+    if (configured !== undefined) s.password = configured;
+    else if (credential?.kind === 'password') s.password = credential.password;
+    if (credential?.kind === 'md5') s.md5 = credential.secret;
+    const keys = this.clientKeys.get(user);
+    if (keys !== undefined) {
+      s.clientKey = keys.clientKey;
+      s.serverKey = keys.serverKey;
+    }
+    return s;
+  }
+
+  private async runAuthQuery(user: string, primary: NodeAddress, database: string): Promise<Credential | null> {
+    const authUser = this.opts.authUser!;
+    const fileSecret = this.fileEntries.get(authUser);
+    const password = this.opts.serverPasswords.get(authUser) ?? (fileSecret !== undefined && credentialFromSecret(fileSecret).kind === 'password' ? fileSecret : undefined);
+    const client = new pg.Client({
+      host: primary.host,
+      port: primary.port,
+      user: authUser,
+      password,
+      database,
+      application_name: 'pgmux auth_query',
+      connectionTimeoutMillis: this.opts.connectTimeoutMs,
+    });
+    await client.connect();
+    try {
+      const res = await client.query({ text: this.opts.authQuery, values: [user], rowMode: 'array' });
+      const row = res.rows[0] as unknown[] | undefined;
+      if (row === undefined || row[1] === null || row[1] === undefined) return null;
+      return credentialFromSecret(String(row[1]));
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+}

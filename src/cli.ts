@@ -1,0 +1,102 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, loadConfig } from './config/load.ts';
+import type { Config } from './config/schema.ts';
+import { PgmuxServer } from './server.ts';
+import { LocalCluster } from './embedded/cluster.ts';
+
+/** Starts a throw-away primary and replica and points the config at them. */
+async function startEmbedded(config: Config): Promise<{ config: Config; user: string; password: string; stop: () => Promise<void> }> {
+  const cluster = await LocalCluster.start({ replicas: 1, log: (line) => console.error(`[embedded] ${line}`) });
+  try {
+    const user = 'app';
+    const password = randomBytes(9).toString('base64url');
+    const verifier = await cluster.createRole(user, password);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-embedded-'));
+    const authFile = path.join(dir, 'userlist.txt');
+    await writeFile(authFile, `"${user}" "${verifier}"\n`, { mode: 0o600 });
+    const nodes = [cluster.primary, ...cluster.replicas].map((n) => `postgresql://${n.host}:${n.port}/postgres`);
+    return {
+      config: {
+        ...config,
+        endpoints: Object.keys(config.endpoints).length > 0 ? config.endpoints : { main: { nodes } },
+        auth_file: config.auth_file ?? authFile,
+      },
+      user,
+      password,
+      stop: async () => {
+        await cluster.stop();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+}
+
+async function main(): Promise<number> {
+  let loaded;
+  try {
+    loaded = await loadConfig(process.argv.slice(2), process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`pgmux: invalid configuration\n${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+  if (loaded.help !== undefined) {
+    console.log(loaded.help);
+    return 0;
+  }
+  let config = loaded.config;
+  let stopEmbedded: (() => Promise<void>) | null = null;
+  let greeting: string | null = null;
+  if (loaded.embedded) {
+    const e = await startEmbedded(config);
+    config = e.config;
+    stopEmbedded = e.stop;
+    greeting = `user "${e.user}", password "${e.password}"`;
+  }
+  if (Object.keys(config.endpoints).length === 0) {
+    console.error('pgmux: no endpoint configured. Give one with --endpoint main=postgresql://127.0.0.1:5432, or try --embedded.');
+    return 2;
+  }
+  const server = new PgmuxServer(config);
+  let addr;
+  try {
+    addr = await server.start();
+  } catch (err) {
+    console.error(`pgmux: ${(err as Error).message}`);
+    await stopEmbedded?.();
+    return 1;
+  }
+  if (greeting !== null) {
+    const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
+    console.error(`\npgmux is serving a local primary and replica on ${host}:${addr.port} (${greeting}). Connect with:\n`);
+    console.error(`  psql "postgresql://app:${greeting.split('"')[3]}@${host}:${addr.port}/postgres"\n`);
+    console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      server.log.info({ signal }, 'stopping');
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  await server.stop();
+  await stopEmbedded?.();
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,213 @@
+import { PgError, SqlState } from '../protocol/errors.ts';
+import type { ServerConnection } from './server-connection.ts';
+
+export interface PoolSettings {
+  /** Most server connections this pool may have open (in use, idle or opening). */
+  size: number;
+  /** How long a client may wait for a server connection, in ms (0: forever). */
+  queryWaitTimeoutMs: number;
+  serverIdleTimeoutMs: number;
+  serverLifetimeMs: number;
+  /** Query that returns a server connection to a clean state (empty: none). */
+  resetQuery: string;
+  /** How long pgmux's own queries (reset) may take, in ms. */
+  queryTimeoutMs: number;
+}
+
+interface Waiter {
+  resolve: (c: ServerConnection) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout | null;
+}
+
+/**
+ * The server connections of one (endpoint, database, user) key.
+ *
+ * Idle connections are reused last-in first-out, so a quiet pool keeps few
+ * warm connections and the rest age out on server_idle_timeout. Clients wait
+ * in a FIFO queue; a released connection goes straight to the first waiter.
+ */
+export class Pool {
+  readonly key: string;
+  settings: PoolSettings;
+  private readonly open: () => Promise<ServerConnection>;
+  private readonly idle: ServerConnection[] = [];
+  private readonly waiters: Waiter[] = [];
+  /** Connections lent to clients or being reset. */
+  private busy = 0;
+  private opening = 0;
+  /** Statistics for the admin console and metrics. */
+  stats = { opened: 0, closed: 0, lent: 0, waitTimeouts: 0 };
+
+  constructor(key: string, settings: PoolSettings, open: () => Promise<ServerConnection>) {
+    this.key = key;
+    this.settings = settings;
+    this.open = open;
+  }
+
+  get total(): number {
+    return this.idle.length + this.busy + this.opening;
+  }
+  get idleCount(): number {
+    return this.idle.length;
+  }
+  get activeCount(): number {
+    return this.busy;
+  }
+  get waitingCount(): number {
+    return this.waiters.length;
+  }
+
+  /** A logged-in server connection for one client, now or when one frees up. */
+  acquire(): Promise<ServerConnection> {
+    const conn = this.takeIdle();
+    if (conn !== null) return Promise.resolve(conn);
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = { resolve, reject, timer: null };
+      const ms = this.settings.queryWaitTimeoutMs;
+      if (ms > 0) {
+        waiter.timer = setTimeout(() => {
+          const i = this.waiters.indexOf(waiter);
+          if (i >= 0) this.waiters.splice(i, 1);
+          this.stats.waitTimeouts++;
+          reject(new PgError(SqlState.PROTOCOL_VIOLATION, 'query_wait_timeout', {
+            detail: `No server connection became free within ${ms / 1000} s.`,
+            hint: 'Raise default_pool_size or query_wait_timeout, or look for clients holding connections.',
+          }));
+        }, ms);
+      }
+      this.waiters.push(waiter);
+      this.grow();
+    });
+  }
+
+  /** Takes back a connection whose client is done with it: reset, then reuse or close. */
+  release(conn: ServerConnection, opts: { reset: boolean } = { reset: true }): void {
+    conn.setOwner(null);
+    if (conn.closed || Date.now() - conn.createdAt > this.settings.serverLifetimeMs) {
+      this.discard(conn);
+      return;
+    }
+    if (!opts.reset || this.settings.resetQuery === '') {
+      this.giveBack(conn);
+      return;
+    }
+    conn.runQuery(this.settings.resetQuery, this.settings.queryTimeoutMs).then(
+      (r) => (r.error === null && r.status === 0x49 /* I */ ? this.giveBack(conn) : this.discard(conn)),
+      () => this.discard(conn),
+    );
+  }
+
+  /** Closes a connection in use that cannot be trusted any more. */
+  discard(conn: ServerConnection): void {
+    conn.setOwner(null);
+    conn.onClose = null;
+    conn.close();
+    this.busy--;
+    this.stats.closed++;
+    this.grow();
+  }
+
+  /** Closes idle connections past server_idle_timeout or server_lifetime. */
+  reap(now = Date.now()): void {
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const c = this.idle[i];
+      if (now - c.lastUsedAt > this.settings.serverIdleTimeoutMs || now - c.createdAt > this.settings.serverLifetimeMs) {
+        this.idle.splice(i, 1);
+        c.onClose = null;
+        c.close();
+        this.stats.closed++;
+      }
+    }
+  }
+
+  /** Once set, connections coming back are closed instead of kept (shutdown). */
+  private closing = false;
+
+  /** Closes every idle connection, and those given back from now on (shutdown). */
+  shutdown(): void {
+    this.closing = true;
+    this.closeIdle();
+  }
+
+  /** Closes every idle connection (shutdown, reconnect). */
+  closeIdle(): void {
+    for (const c of this.idle.splice(0)) {
+      c.onClose = null;
+      c.close();
+      this.stats.closed++;
+    }
+  }
+
+  /** Fails every waiting client (shutdown). */
+  rejectWaiters(err: Error): void {
+    for (const w of this.waiters.splice(0)) {
+      if (w.timer) clearTimeout(w.timer);
+      w.reject(err);
+    }
+  }
+
+  private takeIdle(): ServerConnection | null {
+    for (;;) {
+      const c = this.idle.pop();
+      if (c === undefined) return null;
+      if (c.closed) continue;
+      c.onClose = null;
+      this.busy++;
+      this.stats.lent++;
+      c.lastUsedAt = Date.now();
+      return c;
+    }
+  }
+
+  private giveBack(conn: ServerConnection): void {
+    this.busy--;
+    if (this.closing) {
+      conn.close();
+      this.stats.closed++;
+      return;
+    }
+    conn.lastUsedAt = Date.now();
+    const w = this.waiters.shift();
+    if (w !== undefined) {
+      if (w.timer) clearTimeout(w.timer);
+      this.busy++;
+      this.stats.lent++;
+      w.resolve(conn);
+      return;
+    }
+    this.idle.push(conn);
+    // A pooled connection that dies (server restart, pg_terminate_backend)
+    // leaves the idle list at once rather than failing its next client.
+    conn.onClose = () => {
+      const i = this.idle.indexOf(conn);
+      if (i >= 0) this.idle.splice(i, 1);
+      this.stats.closed++;
+    };
+  }
+
+  /** Opens connections while clients wait and the pool has room. */
+  private grow(): void {
+    while (this.waiters.length > this.opening && this.total < this.settings.size) {
+      this.opening++;
+      this.open().then(
+        (conn) => {
+          this.opening--;
+          this.stats.opened++;
+          this.busy++;
+          this.giveBack(conn);
+        },
+        (err: Error) => {
+          this.opening--;
+          // The server refused or is down: the first waiter hears why rather
+          // than waiting out query_wait_timeout.
+          const w = this.waiters.shift();
+          if (w !== undefined) {
+            if (w.timer) clearTimeout(w.timer);
+            w.reject(err);
+          }
+        },
+      );
+    }
+  }
+}

@@ -1,0 +1,57 @@
+import { Pool, type PoolSettings } from './pool.ts';
+import type { ServerConnection } from './server-connection.ts';
+
+/** Identifies a pool: server connections are only ever shared within one key. */
+export interface PoolKey {
+  endpoint: string;
+  database: string;
+  user: string;
+}
+
+export type ServerOpener = (key: PoolKey) => Promise<ServerConnection>;
+
+/**
+ * Every pool, keyed by (endpoint, database, user). A connection logged in as
+ * one user for one database of one endpoint can only be found under that
+ * key, which is what keeps clients from ever sharing across them.
+ */
+export class Pools {
+  private readonly pools = new Map<string, Pool>();
+  private readonly settingsFor: (key: PoolKey) => PoolSettings;
+  private readonly opener: ServerOpener;
+  private readonly reaper: NodeJS.Timeout;
+
+  constructor(settingsFor: (key: PoolKey) => PoolSettings, opener: ServerOpener) {
+    this.settingsFor = settingsFor;
+    this.opener = opener;
+    this.reaper = setInterval(() => this.reap(), 1000);
+    this.reaper.unref();
+  }
+
+  get(key: PoolKey): Pool {
+    // NUL cannot appear in a startup parameter, so the joined key is unambiguous.
+    const id = `${key.endpoint}\0${key.database}\0${key.user}`;
+    let pool = this.pools.get(id);
+    if (pool === undefined) {
+      pool = new Pool(id, this.settingsFor(key), () => this.opener(key));
+      this.pools.set(id, pool);
+    }
+    return pool;
+  }
+
+  all(): Pool[] {
+    return [...this.pools.values()];
+  }
+
+  reap(): void {
+    for (const p of this.pools.values()) p.reap();
+  }
+
+  close(err: Error): void {
+    clearInterval(this.reaper);
+    for (const p of this.pools.values()) {
+      p.rejectWaiters(err);
+      p.shutdown();
+    }
+  }
+}

@@ -1,0 +1,159 @@
+import type net from 'node:net';
+import { FrameReader, type FrameVisitor } from '../protocol/framing.ts';
+import { parseErrorFields, parseParameterStatus, query, TERMINATE } from '../protocol/messages.ts';
+import { PgError, SqlState } from '../protocol/errors.ts';
+import type { LoggedInServer } from '../auth/server-login.ts';
+
+/**
+ * Whoever is reading a server connection's stream right now: a client
+ * session forwarding it, or the connection itself running a query of its own
+ * (reset, parameter setup). Exactly one at a time.
+ */
+export interface ServerOwner extends FrameVisitor {
+  /** Raw bytes, after the reader has seen the messages in them. */
+  onServerChunk(chunk: Buffer, consumed: number): void;
+  onServerClose(): void;
+}
+
+export interface QueryResult {
+  /** Transaction status from the final ReadyForQuery. */
+  status: number;
+  /** First ErrorResponse, if any, as the server sent it. */
+  error: PgError | null;
+}
+
+let nextId = 1;
+
+/**
+ * One logged-in server connection. Tracks what PostgreSQL reported about the
+ * session (ParameterStatus) and hands its stream to one owner at a time.
+ */
+export class ServerConnection implements FrameVisitor {
+  readonly id = nextId++;
+  readonly socket: net.Socket;
+  readonly processId: number;
+  readonly secretKey: number;
+  readonly host: string;
+  readonly port: number;
+  /** The server's current ParameterStatus values for this session. */
+  readonly parameters: Map<string, string>;
+  /** Frames the server stream; kept across owners so boundaries are never lost. */
+  readonly reader = new FrameReader('ZSE');
+  readonly createdAt = Date.now();
+  lastUsedAt = Date.now();
+  closed = false;
+  private owner: ServerOwner | null = null;
+  private pending: { resolve: (r: QueryResult) => void; error: PgError | null } | null = null;
+
+  constructor(login: LoggedInServer, host: string, port: number) {
+    this.socket = login.socket;
+    this.processId = login.processId;
+    this.secretKey = login.secretKey;
+    this.parameters = login.parameters;
+    this.host = host;
+    this.port = port;
+    this.socket.setNoDelay(true);
+    this.socket.setKeepAlive(true, 60_000);
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.socket.on('error', () => this.markClosed(true));
+    this.socket.on('close', () => this.markClosed(true));
+  }
+
+  /** Gives the stream to `owner` (null: nobody expects data; any is a broken connection). */
+  setOwner(owner: ServerOwner | null): void {
+    this.owner = owner;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    const owner = this.owner ?? this;
+    let consumed: number;
+    try {
+      consumed = this.reader.feed(chunk, owner);
+    } catch {
+      // A server that breaks framing cannot be trusted with anything more.
+      this.close();
+      return;
+    }
+    if (this.owner !== null) this.owner.onServerChunk(chunk, consumed);
+    else if (this.pending === null) {
+      // Data while idle in the pool: only asynchronous messages are legal,
+      // and a pooled connection has nobody to give them to. Keep it only if
+      // it is still at a message boundary (e.g. a NoticeResponse on reload).
+      if (!this.reader.atBoundary) this.close();
+    }
+  }
+
+  /** Own queries (reset, setup): record ParameterStatus, first error, final status. */
+  onMessage(type: number, body: Buffer | null): boolean {
+    if (type === 0x53 /* S */) {
+      const [k, v] = parseParameterStatus(body!);
+      this.parameters.set(k, v);
+    } else if (type === 0x45 /* E */ && this.pending !== null && this.pending.error === null) {
+      const f = parseErrorFields(body!);
+      this.pending.error = new PgError(f.get('C') ?? SqlState.INTERNAL_ERROR, f.get('M') ?? 'error', {
+        severity: 'ERROR',
+        detail: f.get('D'),
+        hint: f.get('H'),
+      });
+    } else if (type === 0x5a /* Z */ && this.pending !== null) {
+      const p = this.pending;
+      this.pending = null;
+      p.resolve({ status: body![0], error: p.error });
+    }
+    return true;
+  }
+
+  /**
+   * Runs one simple Query of pgmux's own and waits for its ReadyForQuery,
+   * discarding the rows. Only when nobody else owns the connection.
+   */
+  runQuery(sql: string, timeoutMs: number): Promise<QueryResult> {
+    if (this.closed) return Promise.reject(new PgError(SqlState.CONNECTION_FAILURE, 'server connection is closed'));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending = null;
+        this.close();
+        reject(new PgError(SqlState.CONNECTION_FAILURE, `server did not answer "${sql}" within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending = {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        error: null,
+      };
+      this.onClosedDuringQuery = () => {
+        clearTimeout(timer);
+        reject(new PgError(SqlState.CONNECTION_FAILURE, 'server closed the connection unexpectedly'));
+      };
+      this.owner = null;
+      this.socket.write(query(sql));
+    });
+  }
+
+  private onClosedDuringQuery: (() => void) | null = null;
+
+  private markClosed(destroy: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (destroy) this.socket.destroy();
+    if (this.pending !== null) {
+      this.pending = null;
+      this.onClosedDuringQuery?.();
+    }
+    this.owner?.onServerClose();
+    this.onClose?.();
+  }
+
+  /** Called once when the connection closes, whatever the cause (set by the pool). */
+  onClose: (() => void) | null = null;
+
+  /** Closes politely: Terminate, then end. Never a half-close while a client uses it. */
+  close(): void {
+    if (this.closed) return;
+    if (this.socket.writable) this.socket.end(TERMINATE);
+    else this.socket.destroy();
+    this.markClosed(false);
+  }
+}

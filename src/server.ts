@@ -1,0 +1,167 @@
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config/schema.ts';
+import { CredentialStore } from './auth/credential-store.ts';
+import { loginToServer } from './auth/server-login.ts';
+import { ServerConnection } from './pool/server-connection.ts';
+import { Pools, type PoolKey } from './pool/pools.ts';
+import type { PoolSettings } from './pool/pool.ts';
+import { parseNodeUrl, type Endpoint } from './routing/endpoint.ts';
+import { CancelRegistry } from './session/cancel-registry.ts';
+import { ClientSession } from './session/client-session.ts';
+import type { PoolMode, SessionContext, SessionSettings } from './session/context.ts';
+import { PgError, SqlState } from './protocol/errors.ts';
+
+/** Parses "host:port" or "[v6]:port". */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen.trim());
+  if (m === null) throw new Error(`listen: expected host:port, got "${listen}"`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
+}
+
+export function endpointsFromConfig(config: Config): Map<string, Endpoint> {
+  const out = new Map<string, Endpoint>();
+  for (const [name, ep] of Object.entries(config.endpoints)) {
+    out.set(name, { name, nodes: ep.nodes.map(parseNodeUrl) });
+  }
+  return out;
+}
+
+const s = (seconds: number) => Math.round(seconds * 1000);
+
+/**
+ * One running pgmux: the listener and everything a client session needs.
+ */
+export class PgmuxServer {
+  private config: Config;
+  readonly log: Logger;
+  private readonly listener: net.Server;
+  private endpointMap: Map<string, Endpoint>;
+  readonly pools: Pools;
+  readonly credentials: CredentialStore;
+  readonly sessions = new Set<ClientSession>();
+  /** Clients counted against max_client_conn. */
+  private readonly admitted = new Set<ClientSession>();
+  private sessionSettings: SessionSettings;
+  readonly ctx: SessionContext;
+
+  constructor(config: Config, opts: { logger?: Logger } = {}) {
+    this.config = config;
+    this.log = opts.logger ?? pino({ level: config.log_level });
+    this.endpointMap = endpointsFromConfig(config);
+    this.sessionSettings = this.makeSessionSettings();
+    this.credentials = new CredentialStore({
+      authFile: config.auth_file,
+      authUser: config.auth_user,
+      authQuery: config.auth_query,
+      cacheTtlMs: s(config.auth_cache_ttl),
+      negativeCacheTtlMs: s(config.auth_negative_cache_ttl),
+      connectTimeoutMs: s(config.server_connect_timeout),
+      serverPasswords: new Map(
+        Object.entries(config.users)
+          .filter(([, u]) => u.password !== undefined)
+          .map(([name, u]) => [name, u.password!]),
+      ),
+    });
+    this.pools = new Pools(
+      (key) => this.poolSettings(key),
+      (key) => this.openServer(key, new Map()),
+    );
+    const cancels = new CancelRegistry();
+    this.ctx = {
+      settings: () => this.sessionSettings,
+      endpoints: () => this.endpointMap,
+      pools: this.pools,
+      credentials: this.credentials,
+      cancels,
+      mockSecret: randomBytes(32),
+      log: this.log,
+      stats: { authSuccesses: 0, authFailures: 0 },
+      openServer: (key, settings) => this.openServer(key, settings),
+      admitClient: (session) => {
+        if (this.admitted.size >= this.config.max_client_conn) return false;
+        this.admitted.add(session);
+        return true;
+      },
+      clientGone: (session) => {
+        this.sessions.delete(session);
+        this.admitted.delete(session);
+      },
+    };
+    this.listener = net.createServer({ noDelay: true }, (socket) => {
+      const session = new ClientSession(socket, this.ctx);
+      this.sessions.add(session);
+    });
+  }
+
+  private makeSessionSettings(): SessionSettings {
+    const c = this.config;
+    return {
+      authType: c.auth_type,
+      maxPacketSize: c.max_packet_size,
+      defaultEndpoint: c.default_endpoint,
+      queryTimeoutMs: Math.max(s(c.server_connect_timeout), 5000),
+      poolModeFor: (endpoint, user) =>
+        (c.users[user]?.pool_mode ?? c.endpoints[endpoint]?.pool_mode ?? c.pool_mode) as PoolMode,
+    };
+  }
+
+  private poolSettings(key: PoolKey): PoolSettings {
+    const c = this.config;
+    return {
+      size: c.users[key.user]?.default_pool_size ?? c.endpoints[key.endpoint]?.default_pool_size ?? c.default_pool_size,
+      queryWaitTimeoutMs: s(c.query_wait_timeout),
+      serverIdleTimeoutMs: s(c.server_idle_timeout),
+      serverLifetimeMs: s(c.server_lifetime),
+      resetQuery: c.server_reset_query,
+      queryTimeoutMs: Math.max(s(c.server_connect_timeout), 5000),
+    };
+  }
+
+  /** Logs in to the endpoint's primary as the key's user. */
+  private async openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection> {
+    const endpoint = this.endpointMap.get(key.endpoint);
+    if (endpoint === undefined) throw new PgError(SqlState.INVALID_CATALOG_NAME, `endpoint "${key.endpoint}" does not exist`);
+    const node = endpoint.nodes[0];
+    const credential = await this.credentials.lookup(key.user, node, key.database);
+    const login = await loginToServer({
+      host: node.host,
+      port: node.port,
+      user: key.user,
+      database: key.database,
+      params: settings,
+      secret: this.credentials.serverSecret(key.user, credential),
+      connectTimeoutMs: s(this.config.server_connect_timeout),
+    });
+    this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, pid: login.processId }, 'server connection opened');
+    return new ServerConnection(login, node.host, node.port);
+  }
+
+  async start(): Promise<{ host: string; port: number }> {
+    await this.credentials.load();
+    const { host, port } = parseListen(this.config.listen);
+    await new Promise<void>((resolve, reject) => {
+      this.listener.once('error', reject);
+      this.listener.listen({ host, port }, () => {
+        this.listener.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = this.listener.address() as net.AddressInfo;
+    this.log.info({ host: addr.address, port: addr.port, endpoints: [...this.endpointMap.keys()] }, 'listening');
+    return { host: addr.address, port: addr.port };
+  }
+
+  /** Stops accepting, ends every client and closes every server connection. */
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    const err = new PgError(SqlState.ADMIN_SHUTDOWN, 'pgmux is shutting down');
+    for (const session of this.sessions) session.fatal(err);
+    this.pools.close(err);
+    // Server connections released by the sessions above are reset first;
+    // give them a moment, then close what is left.
+    await new Promise((r) => setTimeout(r, 50));
+    this.pools.close(err);
+  }
+}

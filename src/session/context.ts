@@ -1,0 +1,38 @@
+import type { Logger } from 'pino';
+import type { AuthType } from '../auth/client-auth.ts';
+import type { CredentialStore } from '../auth/credential-store.ts';
+import type { ServerConnection } from '../pool/server-connection.ts';
+import type { PoolKey, Pools } from '../pool/pools.ts';
+import type { Endpoint } from '../routing/endpoint.ts';
+import type { CancelRegistry } from './cancel-registry.ts';
+import type { ClientSession } from './client-session.ts';
+
+export type PoolMode = 'session' | 'transaction' | 'statement' | 'none';
+
+/** The settings a session reads, current at the moment it reads them. */
+export interface SessionSettings {
+  authType: AuthType;
+  maxPacketSize: number;
+  defaultEndpoint?: string;
+  /** Limit for pgmux's own queries on a server (reset, settings), in ms. */
+  queryTimeoutMs: number;
+  poolModeFor(endpoint: string, user: string): PoolMode;
+}
+
+/** Everything a client session uses, wired by the server. */
+export interface SessionContext {
+  settings(): SessionSettings;
+  endpoints(): ReadonlyMap<string, Endpoint>;
+  pools: Pools;
+  credentials: CredentialStore;
+  cancels: CancelRegistry;
+  /** Secret behind the mock SCRAM salts of unknown users. */
+  mockSecret: Buffer;
+  log: Logger;
+  stats: { authSuccesses: number; authFailures: number };
+  /** A server connection of the client's own, with its startup settings (pool_mode = none). */
+  openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection>;
+  /** Counts the client against max_client_conn; false when over. */
+  admitClient(session: ClientSession): boolean;
+  clientGone(session: ClientSession): void;
+}

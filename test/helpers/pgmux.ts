@@ -1,0 +1,77 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import pg from 'pg';
+import { ConfigSchema, type Config } from '../../src/config/schema.ts';
+import { PgmuxServer } from '../../src/server.ts';
+import { getCluster } from '../cluster-context.ts';
+
+export interface RunningPgmux {
+  server: PgmuxServer;
+  port: number;
+  url(user?: string, database?: string, password?: string): string;
+  stop(): Promise<void>;
+}
+
+/** Writes a userlist.txt with the test roles' SCRAM verifiers (as PostgreSQL stores them). */
+export async function writeAuthFile(extra: string[] = []): Promise<string> {
+  const c = getCluster();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-test-'));
+  const file = path.join(dir, 'userlist.txt');
+  const lines = Object.entries(c.roles).map(([name, r]) => `"${name}" "${r.verifier}"`);
+  await writeFile(file, [...lines, ...extra].join('\n') + '\n');
+  return file;
+}
+
+/** Starts pgmux in this process in front of the test cluster's primary. */
+export async function startPgmux(overrides: Partial<Record<keyof Config, unknown>> = {}): Promise<RunningPgmux> {
+  const c = getCluster();
+  const config = ConfigSchema.parse({
+    listen: '127.0.0.1:0',
+    endpoints: { main: { nodes: [`postgresql://${c.primary.host}:${c.primary.port}`] } },
+    auth_file: await writeAuthFile(),
+    ...overrides,
+  });
+  const server = new PgmuxServer(config, { logger: pino({ level: process.env.PGMUX_TEST_LOG ?? 'silent' }) });
+  const { port } = await server.start();
+  return {
+    server,
+    port,
+    url: (user = 'app', database = 'appdb', password) =>
+      `postgresql://${user}:${encodeURIComponent(password ?? c.roles[user as keyof typeof c.roles]?.password ?? '')}@127.0.0.1:${port}/${database}`,
+    stop: () => server.stop(),
+  };
+}
+
+/** Runs SQL directly on the primary as the superuser. */
+export async function onPrimary<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+  const c = getCluster();
+  const client = new pg.Client({ host: c.primary.host, port: c.primary.port, user: c.superuser, password: c.superuserPassword, database: 'postgres' });
+  await client.connect();
+  try {
+    return (await client.query(sql, params)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+/** Backends of `user` on the primary, pgmux's own connections included. */
+export async function backendsOf(user: string): Promise<number> {
+  const rows = await onPrimary<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1', [user]);
+  return Number(rows[0].n);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Settings for a pgmux that lets clients in without a password (for raw
+ * protocol tests); it logs in to the server with the configured password.
+ */
+export function trustSettings(): Partial<Record<keyof Config, unknown>> {
+  const c = getCluster();
+  return {
+    auth_type: 'trust',
+    users: Object.fromEntries(Object.entries(c.roles).map(([name, r]) => [name, { password: r.password }])),
+  };
+}
