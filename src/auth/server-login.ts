@@ -18,7 +18,7 @@ import {
   saslResponse,
   startupMessage,
 } from '../protocol/messages.ts';
-import { ScramClientSession } from '../protocol/scram.ts';
+import { ScramClientSession, ScramError } from '../protocol/scram.ts';
 import { md5Response, md5Secret } from '../protocol/md5.ts';
 
 /**
@@ -182,7 +182,10 @@ export function loginToServer(opts: LoginOptions): Promise<LoggedInServer> {
       try {
         reader.feed(chunk, visitor);
       } catch (err) {
-        fail(err instanceof Error ? err : new Error(String(err)));
+        // A server whose SCRAM messages do not check out is not trusted with
+        // the session: report it as a login failure with the server's address.
+        if (err instanceof ScramError) fail(new PgError(SqlState.CONNECTION_FAILURE, `SCRAM login to server ${opts.host}:${opts.port} failed: ${err.message}`));
+        else fail(err instanceof Error ? err : new Error(String(err)));
       }
     });
     socket.on('error', (err) => fail(new PgError(SqlState.CONNECTION_FAILURE, `could not connect to server ${opts.host}:${opts.port}: ${err.message}`)));
