@@ -1,0 +1,339 @@
+/**
+ * Builds the configuration from a TOML file, PGMUX_* environment variables
+ * and command-line flags. Each source wins over the one before it, and the
+ * schema's defaults fill in the rest:
+ *
+ *   flags > environment > file > defaults
+ *
+ * The merged result is validated once, so a mistake is reported with its
+ * key path and the source it came from, whichever source that was.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { parseEndpointSpecs } from './endpoint-spec.ts';
+import { ConfigError } from './errors.ts';
+import { describeSetting, scalarSettings, type ScalarSetting } from './introspect.ts';
+import { formatIssues } from './issues.ts';
+import { ConfigSchema, type Config } from './schema.ts';
+
+export { ConfigError };
+
+/** A command-line flag that sets configuration. */
+export interface ConfigFlag {
+  /** `--pool-mode` */
+  flag: string;
+  /** The Config key it sets (`pool_mode`); `config` for --config, which names the file. */
+  key: string;
+  description: string;
+  /** What its value is called in --help: `--pool-mode <mode>`. */
+  arg: string;
+  /** The environment variable for the same thing, if there is one. */
+  env?: string;
+  /** May be given several times; every value counts. */
+  repeatable: boolean;
+  /** Absent when the setting is unset by default. */
+  default?: unknown;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The config file read, as an absolute path. */
+  configPath?: string;
+  /** --embedded: start a throw-away local primary and replica and serve them. */
+  embedded: boolean;
+  /**
+   * Text to print instead of starting, for --help or --version. `config`
+   * then holds the defaults and no file or variable has been read.
+   */
+  help?: string;
+}
+
+const ENV_PREFIX = 'PGMUX_';
+const kebab = (key: string) => key.replaceAll('_', '-');
+
+/** Every flag that sets configuration, in --help order. */
+export function configFlags(): ConfigFlag[] {
+  return [
+    {
+      flag: '--config',
+      key: 'config',
+      arg: 'file',
+      env: `${ENV_PREFIX}CONFIG`,
+      repeatable: false,
+      description: 'TOML file to read settings from',
+    },
+    {
+      flag: '--endpoint',
+      key: 'endpoints',
+      arg: 'name=url',
+      env: `${ENV_PREFIX}ENDPOINTS`,
+      repeatable: true,
+      description: `${describeSetting('endpoints')}: name=postgresql://host:port[,host:port...][/db]; repeatable, and several may be given comma-separated`,
+    },
+    {
+      flag: '--user-password',
+      key: 'users',
+      arg: 'name=password',
+      repeatable: true,
+      description: 'Password pgmux logs in to servers with as this user; repeatable',
+    },
+    ...scalarSettings().map((s) => ({
+      flag: `--${kebab(s.key)}`,
+      key: s.key,
+      arg: s.arg,
+      env: `${ENV_PREFIX}${s.key.toUpperCase()}`,
+      repeatable: false,
+      description: s.choices === undefined ? s.description : `${s.description}: ${s.choices.join('|')}`,
+      ...(s.default === undefined ? {} : { default: s.default }),
+    })),
+  ];
+}
+
+function helpLine(f: ConfigFlag): string {
+  const notes: string[] = [];
+  if (f.default !== undefined) notes.push(`default: ${typeof f.default === 'string' ? JSON.stringify(f.default) : String(f.default)}`);
+  if (f.env !== undefined) notes.push(`env: ${f.env}`);
+  return notes.length === 0 ? f.description : `${f.description} (${notes.join('; ')})`;
+}
+
+interface Program {
+  command: Command;
+  /** Commander's option attribute name → the flag it belongs to. */
+  flagOf: Map<string, ConfigFlag>;
+}
+
+/** A fresh parser per call: commander keeps parsed values on the Command. */
+function buildProgram(): Program {
+  const command = new Command('pgmux')
+    .description('PostgreSQL connection pooler, router and load balancer')
+    .usage('[options]')
+    // --help and --version are ordinary options here so that loadConfig can
+    // hand their text to the caller instead of commander exiting the process.
+    .helpOption(false)
+    .exitOverride()
+    .configureOutput({ writeOut: () => {}, writeErr: () => {}, outputError: () => {} })
+    .configureHelp({ helpWidth: 100 })
+    .allowExcessArguments(false);
+  const flagOf = new Map<string, ConfigFlag>();
+  for (const f of configFlags()) {
+    const option = new Option(`${f.flag} <${f.arg}>`, helpLine(f));
+    if (f.key !== 'config') option.helpGroup('Settings:');
+    if (f.repeatable) option.argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
+    command.addOption(option);
+    flagOf.set(option.attributeName(), f);
+  }
+  command.option('--embedded', 'Start a throw-away local primary and replica and serve them');
+  command.option('-h, --help', 'Show this help');
+  command.option('-V, --version', 'Show the version');
+  return { command, flagOf };
+}
+
+const HELP_FOOTER = `
+Every setting can also be given in the TOML file (--config) under its own
+name (pool_mode), or as an environment variable (PGMUX_POOL_MODE). Flags win
+over the environment, which wins over the file. See docs/configuration.md.`;
+
+async function versionText(): Promise<string> {
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `pgmux ${pkg.version}`;
+}
+
+/** Reads and parses a TOML config file; a ConfigError says what is wrong with it. */
+export async function readConfigFile(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ConfigError(`config file "${file}" does not exist`);
+    throw new ConfigError(`cannot read config file "${file}": ${(err as Error).message}`);
+  }
+  try {
+    return parseToml(text);
+  } catch (err) {
+    if (!(err instanceof TomlError)) throw err;
+    // smol-toml's message is "Invalid TOML document: what\n\n<code excerpt>".
+    const what = err.message.split('\n')[0].replace(/^Invalid TOML document: /, '');
+    const excerpt = err.codeblock.trimEnd().split('\n').map((line) => `  ${line}`);
+    throw new ConfigError([`${file}:${err.line}:${err.column}: TOML syntax error: ${what}`, ...excerpt]);
+  }
+}
+
+/** Settings from one source other than the file, already in schema terms. */
+interface Layer {
+  settings: Map<string, unknown>;
+  endpoints: Record<string, { nodes: string[] }>;
+  passwords: Map<string, string>;
+  /** How error messages name where a setting came from. */
+  label: (what: 'setting' | 'endpoints' | 'passwords', key?: string) => string;
+}
+
+const NUMBER = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
+const BOOLEANS: Record<string, boolean> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
+
+/**
+ * Environment and flag values are strings. Numbers and booleans are
+ * converted when they read as one; anything else is left as the string so
+ * validation reports it as given.
+ */
+function coerce(setting: ScalarSetting, raw: string): unknown {
+  const text = raw.trim();
+  if (setting.kind === 'number' || setting.kind === 'integer') return NUMBER.test(text) ? Number(text) : raw;
+  if (setting.kind === 'boolean') return BOOLEANS[text.toLowerCase()] ?? raw;
+  return raw;
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Layer {
+  const settings = new Map<string, unknown>();
+  for (const s of scalarSettings()) {
+    const raw = env[`${ENV_PREFIX}${s.key.toUpperCase()}`];
+    if (raw !== undefined) settings.set(s.key, coerce(s, raw));
+  }
+  const specs = env[`${ENV_PREFIX}ENDPOINTS`];
+  return {
+    settings,
+    // Empty counts as unset, so `PGMUX_ENDPOINTS=${X:-}` in a compose file is harmless.
+    endpoints: specs === undefined || specs.trim() === '' ? {} : parseEndpointSpecs(specs, `${ENV_PREFIX}ENDPOINTS`),
+    passwords: new Map(),
+    label: (what, key) => (what === 'setting' ? `from ${ENV_PREFIX}${key!.toUpperCase()}` : `from ${ENV_PREFIX}ENDPOINTS`),
+  };
+}
+
+function flagLayer(program: Program): Layer {
+  const settings = new Map<string, unknown>();
+  let endpoints: Record<string, { nodes: string[] }> = {};
+  const passwords = new Map<string, string>();
+  const scalars = new Map(scalarSettings().map((s) => [s.key as string, s]));
+  for (const [attr, value] of Object.entries(program.command.opts())) {
+    const f = program.flagOf.get(attr);
+    if (f === undefined || f.key === 'config') continue;
+    if (f.key === 'endpoints') {
+      for (const spec of value as string[]) {
+        const more = parseEndpointSpecs(spec, '--endpoint');
+        const twice = Object.keys(more).find((name) => Object.hasOwn(endpoints, name));
+        if (twice !== undefined) throw new ConfigError(`--endpoint: endpoint "${twice}" is given twice`);
+        endpoints = { ...endpoints, ...more };
+      }
+    } else if (f.key === 'users') {
+      for (const pair of value as string[]) {
+        const eq = pair.indexOf('=');
+        if (eq <= 0) throw new ConfigError(`--user-password "${pair}": expected name=password`);
+        passwords.set(pair.slice(0, eq), pair.slice(eq + 1));
+      }
+    } else {
+      settings.set(f.key, coerce(scalars.get(f.key)!, value as string));
+    }
+  }
+  return {
+    settings,
+    endpoints,
+    passwords,
+    label: (what, key) =>
+      what === 'setting' ? `from --${kebab(key!)}` : what === 'endpoints' ? 'from --endpoint' : 'from --user-password',
+  };
+}
+
+const isTable = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+
+/**
+ * Adds entries to a table of named tables (endpoints, users), keeping the
+ * other keys of an entry the file already has. A table that is not a
+ * table at all is returned as is, so validation reports the file's mistake.
+ */
+function mergeNamed(base: unknown, additions: Map<string, Record<string, unknown>>): unknown {
+  if (additions.size === 0 || (base !== undefined && !isTable(base))) return base;
+  // Entries, not assignment: a name such as "__proto__" must stay a plain key.
+  const out = new Map(Object.entries(base ?? {}));
+  for (const [name, fields] of additions) {
+    const old = out.get(name);
+    out.set(name, { ...(isTable(old) ? old : {}), ...fields });
+  }
+  return Object.fromEntries(out);
+}
+
+/** Path segments joined with a character no key can hold, for source lookups. */
+const pathId = (p: readonly PropertyKey[]) => p.map(String).join('\0');
+
+function merge(file: Record<string, unknown>, layers: Layer[], sources: Map<string, string>): Record<string, unknown> {
+  const merged = new Map(Object.entries(file));
+  for (const layer of layers) {
+    for (const [key, value] of layer.settings) {
+      merged.set(key, value);
+      sources.set(key, layer.label('setting', key));
+    }
+    const fileEndpoints = merged.get('endpoints');
+    for (const name of Object.keys(layer.endpoints)) {
+      // Only the nodes are replaced; an endpoint the file defines keeps its other settings.
+      sources.set(pathId(['endpoints', name, 'nodes']), layer.label('endpoints'));
+      if (!(isTable(fileEndpoints) && Object.hasOwn(fileEndpoints, name))) sources.set(pathId(['endpoints', name]), layer.label('endpoints'));
+    }
+    merged.set('endpoints', mergeNamed(fileEndpoints, new Map(Object.entries(layer.endpoints))));
+    for (const name of layer.passwords.keys()) sources.set(pathId(['users', name, 'password']), layer.label('passwords'));
+    merged.set(
+      'users',
+      mergeNamed(merged.get('users'), new Map([...layer.passwords].map(([name, password]) => [name, { password }]))),
+    );
+  }
+  for (const [key, value] of merged) if (value === undefined) merged.delete(key);
+  return Object.fromEntries(merged);
+}
+
+/** Validates merged settings, naming each problem's key path and source. */
+function validate(input: Record<string, unknown>, sources: Map<string, string>): Config {
+  const result = ConfigSchema.safeParse(input, { reportInput: true });
+  if (result.success) return result.data;
+  const sourceOf = (p: readonly PropertyKey[]) => {
+    for (let i = p.length; i >= 0; i--) {
+      const found = sources.get(pathId(p.slice(0, i)));
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
+  throw new ConfigError(formatIssues(result.error.issues, sourceOf));
+}
+
+/**
+ * Reads the configuration from command-line arguments (without the node
+ * and script names), the environment and the file they name. Throws
+ * ConfigError for anything wrong, every problem on its own line.
+ */
+export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promise<LoadedConfig> {
+  const program = buildProgram();
+  try {
+    program.command.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) throw new ConfigError(err.message.replace(/^error: /, '').replaceAll('\n', ' '));
+    throw err;
+  }
+  const opts = program.command.opts<{ embedded?: boolean; help?: boolean; version?: boolean; config?: string }>();
+  const embedded = opts.embedded === true;
+  if (opts.help === true || opts.version === true) {
+    const help = opts.help === true ? `${program.command.helpInformation()}${HELP_FOOTER}` : await versionText();
+    return { config: ConfigSchema.parse({}), embedded, help };
+  }
+
+  const envConfig = env[`${ENV_PREFIX}CONFIG`];
+  const given = opts.config ?? (envConfig === undefined || envConfig === '' ? undefined : envConfig);
+  const configPath = given === undefined ? undefined : path.resolve(given);
+  const sources = new Map<string, string>();
+  let file: Record<string, unknown> = {};
+  if (configPath !== undefined) {
+    const parsed = await readConfigFile(configPath);
+    // TOML documents are always tables; this only guards the type.
+    file = isTable(parsed) ? parsed : {};
+    sources.set('', `in ${configPath}`);
+    // A relative auth_file in the file is relative to the file, as a file
+    // moved together with its userlist.txt would expect.
+    const authFile = file.auth_file;
+    if (typeof authFile === 'string' && authFile !== '' && !path.isAbsolute(authFile)) {
+      file = { ...file, auth_file: path.resolve(path.dirname(configPath), authFile) };
+    }
+  }
+
+  const layers = [envLayer(env), flagLayer(program)];
+  const config = validate(merge(file, layers, sources), sources);
+  return { config, configPath, embedded };
+}

@@ -1,0 +1,130 @@
+/**
+ * The configuration: every setting, its type, limits and default. Defaults
+ * live here and nowhere else; the loader, --help and the environment
+ * variables are all derived from this schema.
+ */
+import { z } from 'zod';
+import { ENDPOINT_NAME, nodeUrlProblem } from './endpoint-spec.ts';
+
+export const POOL_MODES = ['session', 'transaction', 'statement', 'none'] as const;
+export const AUTH_TYPES = ['scram-sha-256', 'md5', 'password', 'trust'] as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+
+export const PoolModeSchema = z.enum(POOL_MODES);
+export type PoolMode = z.infer<typeof PoolModeSchema>;
+export type AuthType = (typeof AUTH_TYPES)[number];
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** What --help says about a top-level setting; `arg` names its value there. */
+export interface SettingInfo {
+  description: string;
+  arg?: string;
+}
+
+export const settingInfo = z.registry<SettingInfo>();
+
+function setting<T extends z.ZodType>(schema: T, description: string, arg?: string): T {
+  settingInfo.add(schema, { description, arg });
+  return schema;
+}
+
+/** Whole or fractional seconds; what 0 means is said per setting. */
+const seconds = () => z.number().min(0);
+
+/** host:port or [v6]:port; port 0 asks the system for a free port. */
+const LISTEN = /^(?:\[[^\]]+\]|[^:[\]\s]*):([0-9]{1,5})$/;
+
+const listen = z.string().refine(
+  (s) => {
+    const m = LISTEN.exec(s);
+    return m !== null && Number(m[1]) <= 65535;
+  },
+  { error: (issue) => `expected host:port (IPv6 as [::1]:6432), got ${JSON.stringify(issue.input)}` },
+);
+
+const nodeUrl = z.string().superRefine((url, ctx) => {
+  const problem = nodeUrlProblem(url);
+  if (problem !== null) ctx.addIssue({ code: 'custom', input: url, message: `${JSON.stringify(url)}: ${problem}` });
+});
+
+const endpointName = z.string().regex(ENDPOINT_NAME, {
+  error: (issue) =>
+    `invalid endpoint name ${JSON.stringify(issue.input)}: expected letters, digits, "_", "." and "-", not starting with "." or "-"`,
+});
+
+export const EndpointSchema = z.strictObject({
+  /** postgresql:// URLs, one per server; the first is the primary. */
+  nodes: z.array(nodeUrl).min(1),
+  pool_mode: PoolModeSchema.optional(),
+  default_pool_size: z.int().min(1).optional(),
+});
+
+export const UserSchema = z.strictObject({
+  /** Plaintext password pgmux logs in to servers with as this user. */
+  password: z.string().optional(),
+  pool_mode: PoolModeSchema.optional(),
+  default_pool_size: z.int().min(1).optional(),
+});
+
+export const ConfigSchema = z
+  .strictObject({
+    listen: setting(listen.default('127.0.0.1:6432'), 'Address clients connect to, host:port (IPv6 as [::1]:6432)', 'host:port'),
+    endpoints: setting(z.record(endpointName, EndpointSchema).default({}), 'Servers to route to, by endpoint name'),
+    default_endpoint: setting(endpointName.optional(), 'Endpoint for clients whose database names none', 'name'),
+    pool_mode: setting(PoolModeSchema.default('session'), 'How long a client keeps its server connection', 'mode'),
+    default_pool_size: setting(z.int().min(1).default(20), 'Server connections per (endpoint, database, user) at most', 'n'),
+    max_client_conn: setting(z.int().min(1).default(100), 'Logged-in clients at most', 'n'),
+    query_wait_timeout: setting(
+      seconds().default(120),
+      'Seconds a client waits for a server connection before it is disconnected; 0 waits forever',
+      'seconds',
+    ),
+    server_idle_timeout: setting(seconds().default(600), 'Seconds an unused server connection is kept open', 'seconds'),
+    server_lifetime: setting(
+      seconds().default(3600),
+      'Seconds after which a server connection is closed once it is free',
+      'seconds',
+    ),
+    // 0 would fail every login at once, so it is refused rather than given a meaning.
+    server_connect_timeout: setting(z.number().positive().default(15), 'Seconds a login to a server may take', 'seconds'),
+    server_reset_query: setting(
+      z.string().default('DISCARD ALL'),
+      'Query that cleans a server connection after its session-mode client leaves; empty for none',
+      'sql',
+    ),
+    // A message's length field is a signed 32-bit integer; under 1 KiB even
+    // login messages (passwords, SCRAM exchanges) could be refused.
+    max_packet_size: setting(
+      z.int().min(1024).max(2147483647).default(1073741823),
+      'Largest message a client may send, in bytes; larger ones get an error',
+      'bytes',
+    ),
+    auth_type: setting(z.enum(AUTH_TYPES).default('scram-sha-256'), 'How clients prove who they are', 'method'),
+    auth_file: setting(z.string().min(1).optional(), 'File of "user" "secret" lines (PgBouncer userlist.txt format)', 'file'),
+    auth_user: setting(z.string().min(1).optional(), 'User that runs auth_query for users not in auth_file', 'user'),
+    auth_query: setting(
+      z.string().min(1).default('SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1'),
+      "Query returning a user's name and secret, given the name as $1",
+      'sql',
+    ),
+    auth_cache_ttl: setting(seconds().default(60), 'Seconds an auth_query answer is reused', 'seconds'),
+    auth_negative_cache_ttl: setting(seconds().default(5), 'Seconds a user auth_query did not find stays unknown', 'seconds'),
+    users: setting(z.record(z.string().min(1), UserSchema).default({}), 'Per-user settings, by user name'),
+    log_level: setting(z.enum(LOG_LEVELS).default('info'), 'Least severe log messages written', 'level'),
+  })
+  .superRefine((config, ctx) => {
+    const name = config.default_endpoint;
+    if (name !== undefined && !Object.hasOwn(config.endpoints, name)) {
+      const known = Object.keys(config.endpoints);
+      ctx.addIssue({
+        code: 'custom',
+        path: ['default_endpoint'],
+        input: name,
+        message: `no endpoint named "${name}" (${known.length === 0 ? 'no endpoints are configured' : `endpoints: ${known.join(', ')}`})`,
+      });
+    }
+  });
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type EndpointConfig = z.infer<typeof EndpointSchema>;
+export type UserConfig = z.infer<typeof UserSchema>;
