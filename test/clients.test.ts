@@ -11,7 +11,7 @@ describe('real clients through pgmux behave as they do directly', () => {
   let pgmux: RunningPgmux;
   beforeAll(async () => {
     pgmux = await startPgmux({ default_pool_size: 5 });
-    await onPrimary('DROP TABLE IF EXISTS copy_rt; CREATE TABLE copy_rt (id int, label text, at timestamptz); GRANT ALL ON copy_rt TO app');
+    await onPrimary('DROP TABLE IF EXISTS copy_rt; CREATE TABLE copy_rt (id int, label text, at timestamptz); GRANT ALL ON copy_rt TO app', [], 'appdb');
   });
   afterAll(async () => {
     await pgmux.stop();

@@ -76,7 +76,7 @@ describe('session pooling', () => {
   it('startup settings reach the server, and the next client does not inherit them', async () => {
     const url = `${pgmux.url()}?application_name=first&options=${encodeURIComponent('-c statement_timeout=1234 -c search_path=pg_catalog,public')}`;
     expect(await psql(url, "SELECT current_setting('application_name') || ' ' || current_setting('statement_timeout') || ' ' || current_setting('search_path')")).toBe(
-      'first 1234ms pg_catalog, public',
+      'first 1234ms pg_catalog,public',
     );
     expect(await psql(`${pgmux.url()}?application_name=second`, "SELECT current_setting('application_name') || ' ' || current_setting('statement_timeout')")).toBe('second 0');
   });
@@ -86,6 +86,22 @@ describe('session pooling', () => {
     await expect(client.connect()).rejects.toMatchObject({ code: '42704' });
     const bad = new pg.Client({ connectionString: pgmux.url(), options: '-c DateStyle=nonsense' } as pg.ClientConfig);
     await expect(bad.connect()).rejects.toMatchObject({ code: '22023' });
+    expect(await psql(pgmux.url(), 'SELECT 1')).toBe('1');
+  });
+
+  it('a pooled server connection that dies is dropped and replaced', async () => {
+    const before = await psql(pgmux.url(), 'SELECT pg_backend_pid()');
+    await onPrimary('SELECT pg_terminate_backend($1::int)', [before]);
+    await sleep(200);
+    const after = await psql(pgmux.url(), 'SELECT pg_backend_pid()');
+    expect(after).not.toBe(before);
+    // And while in use: the client hears about it, the next one is served.
+    const client = new pg.Client({ connectionString: pgmux.url() });
+    await client.connect();
+    client.on('error', () => {});
+    const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    await onPrimary('SELECT pg_terminate_backend($1::int)', [pid]);
+    await expect(client.query('SELECT 1')).rejects.toThrow();
     expect(await psql(pgmux.url(), 'SELECT 1')).toBe('1');
   });
 

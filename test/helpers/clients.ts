@@ -48,6 +48,8 @@ export class RawClient {
   readonly socket: net.Socket;
   readonly messages: RawMessage[] = [];
   closed = false;
+  /** The BackendKeyData received at login. */
+  backendKey: { processId: number; secretKey: number } | null = null;
   private readonly reader = new FrameReader('\x00' + 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'.split('').join(''));
   private waiters: (() => void)[] = [];
 
@@ -88,6 +90,8 @@ export class RawClient {
     await c.until((m) => m.type === 'Z' || m.type === 'E');
     const err = c.messages.find((m) => m.type === 'E');
     if (err) throw new Error(`login failed: ${parseErrorFields(err.body).get('M')}`);
+    const key = c.messages.find((m) => m.type === 'K');
+    if (key) c.backendKey = { processId: key.body.readInt32BE(0), secretKey: key.body.readInt32BE(4) };
     c.messages.length = 0;
     return c;
   }

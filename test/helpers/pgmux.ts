@@ -45,9 +45,9 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
 }
 
 /** Runs SQL directly on the primary as the superuser. */
-export async function onPrimary<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+export async function onPrimary<T = Record<string, unknown>>(sql: string, params: unknown[] = [], database = 'postgres'): Promise<T[]> {
   const c = getCluster();
-  const client = new pg.Client({ host: c.primary.host, port: c.primary.port, user: c.superuser, password: c.superuserPassword, database: 'postgres' });
+  const client = new pg.Client({ host: c.primary.host, port: c.primary.port, user: c.superuser, password: c.superuserPassword, database });
   await client.connect();
   try {
     return (await client.query(sql, params)).rows as T[];
