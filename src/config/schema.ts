@@ -9,6 +9,11 @@ import { ENDPOINT_NAME, nodeUrlProblem } from './endpoint-spec.ts';
 export const POOL_MODES = ['session', 'transaction', 'statement', 'none'] as const;
 export const AUTH_TYPES = ['scram-sha-256', 'md5', 'password', 'trust'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+export const CLIENT_SSLMODES = ['disable', 'allow', 'prefer', 'require'] as const;
+export const SERVER_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export const LOAD_BALANCE = ['off', 'session', 'transaction', 'statement'] as const;
+export const ON_SESSION_STATE = ['pin', 'error'] as const;
 
 export const PoolModeSchema = z.enum(POOL_MODES);
 export type PoolMode = z.infer<typeof PoolModeSchema>;
@@ -55,8 +60,12 @@ const endpointName = z.string().regex(ENDPOINT_NAME, {
 export const EndpointSchema = z.strictObject({
   /** postgresql:// URLs, one per server; the first is the primary. */
   nodes: z.array(nodeUrl).min(1),
+  /** Read weights, one per node in the order of `nodes` (default 1 each; 0: no reads). */
+  weights: z.array(z.number().min(0)).optional(),
   pool_mode: PoolModeSchema.optional(),
   default_pool_size: z.int().min(1).optional(),
+  load_balance: z.enum(LOAD_BALANCE).optional(),
+  server_tls_sslmode: z.enum(SERVER_SSLMODES).optional(),
 });
 
 export const UserSchema = z.strictObject({
@@ -111,6 +120,70 @@ export const ConfigSchema = z
     auth_negative_cache_ttl: setting(seconds().default(5), 'Seconds a user auth_query did not find stays unknown', 'seconds'),
     users: setting(z.record(z.string().min(1), UserSchema).default({}), 'Per-user settings, by user name'),
     log_level: setting(z.enum(LOG_LEVELS).default('info'), 'Least severe log messages written', 'level'),
+    log_format: setting(z.enum(LOG_FORMATS).default('auto'), 'Log lines as JSON, readable text, or text only when stdout is a terminal', 'format'),
+
+    // Transaction pooling
+    max_prepared_statements: setting(
+      z.int().min(0).default(200),
+      'Protocol-level prepared statements kept per server connection in transaction mode; 0 turns the mapping off',
+      'n',
+    ),
+    on_session_state: setting(
+      z.enum(ON_SESSION_STATE).default('pin'),
+      'In transaction mode, what a statement that leaves session state does: pin the server connection, or fail',
+      'pin|error',
+    ),
+    track_extra_parameters: setting(
+      z.string().default('search_path,statement_timeout,lock_timeout,idle_in_transaction_session_timeout,default_transaction_isolation,default_transaction_read_only,work_mem'),
+      'Comma-separated parameters PostgreSQL does not report, tracked from SET per client in transaction mode',
+      'names',
+    ),
+
+    // TLS and endpoint selection
+    client_tls_sslmode: setting(z.enum(CLIENT_SSLMODES).default('disable'), 'TLS with clients: disable, allow, prefer or require', 'mode'),
+    client_tls_cert_file: setting(z.string().min(1).optional(), 'Certificate chain (PEM) pgmux shows clients', 'file'),
+    client_tls_key_file: setting(z.string().min(1).optional(), 'Private key (PEM) of client_tls_cert_file', 'file'),
+    server_tls_sslmode: setting(z.enum(SERVER_SSLMODES).default('disable'), 'TLS with servers: disable, allow, prefer, require, verify-ca or verify-full', 'mode'),
+    server_tls_ca_file: setting(z.string().min(1).optional(), 'CA certificates (PEM) that server certificates are checked against', 'file'),
+    sni_domain: setting(
+      z.string().default(''),
+      'Comma-separated domains whose TLS server names choose an endpoint by their first label (ep-a.db.example.com)',
+      'domains',
+    ),
+    control_plane_url: setting(z.string().url().optional(), 'HTTP URL asked for the nodes of endpoints not configured here', 'url'),
+    control_plane_cache_ttl: setting(seconds().default(60), 'Seconds an endpoint the control plane returned is reused', 'seconds'),
+    control_plane_cache_size: setting(z.int().min(1).default(10000), 'Endpoints from the control plane kept at most', 'n'),
+    control_plane_timeout: setting(z.number().positive().default(5), 'Seconds one control-plane request may take', 'seconds'),
+    control_plane_retries: setting(z.int().min(0).default(3), 'Retries, with backoff, of a failed control-plane request', 'n'),
+
+    // Load balancing
+    load_balance: setting(
+      z.enum(LOAD_BALANCE).default('session'),
+      'Spread reads over replicas once per session, transaction or statement; off sends everything to the primary',
+      'mode',
+    ),
+    max_replica_lag: setting(seconds().default(10), 'Seconds a replica may lag behind the primary and still get reads', 'seconds'),
+    read_your_writes: setting(
+      z.enum(['lsn', 'off']).default('lsn'),
+      "After a client's write, read only from replicas that have replayed it",
+      'lsn|off',
+    ),
+    health_check_period: setting(z.number().positive().default(2), 'Seconds between health checks of each node', 'seconds'),
+    health_check_timeout: setting(z.number().positive().default(3), 'Seconds a health check may take', 'seconds'),
+    health_check_max_retries: setting(z.int().min(0).default(1), 'Failed checks in a row tolerated before a node leaves rotation', 'n'),
+    replication_check_period: setting(
+      z.number().positive().default(0.1),
+      'Seconds between reads of WAL positions for lag and read-your-writes',
+      'seconds',
+    ),
+    log_per_node_statement: setting(z.boolean().default(false), 'Log each statement with the node it was sent to', 'bool'),
+    notice_per_node_statement: setting(z.boolean().default(false), 'Also send that line to the client as a NOTICE', 'bool'),
+
+    // Operating
+    admin_users: setting(z.string().default(''), 'Comma-separated users allowed every admin console command', 'users'),
+    stats_users: setting(z.string().default(''), 'Comma-separated users allowed the admin console SHOW commands', 'users'),
+    metrics_listen: setting(listen.optional(), 'Address of the HTTP listener for /metrics, /healthz and /readyz; unset: none', 'host:port'),
+    shutdown_timeout: setting(seconds().default(30), 'Seconds SIGTERM waits for clients to finish before closing them', 'seconds'),
   })
   .superRefine((config, ctx) => {
     const name = config.default_endpoint;
