@@ -23,6 +23,9 @@ async function startEmbedded(config: Config): Promise<{ config: Config; user: st
         ...config,
         endpoints: Object.keys(config.endpoints).length > 0 ? config.endpoints : { main: { nodes } },
         auth_file: config.auth_file ?? authFile,
+        // The local superuser checks the nodes (health, roles, lag).
+        health_check_user: config.health_check_user ?? cluster.superuser,
+        users: { ...config.users, [cluster.superuser]: { ...config.users[cluster.superuser], password: cluster.superuserPassword } },
       },
       user,
       password,
@@ -78,6 +81,8 @@ async function main(): Promise<number> {
     const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
     console.error(`\npgmux is serving a local primary and replica on ${host}:${addr.port} (${greeting}). Connect with:\n`);
     console.error(`  psql "postgresql://app:${greeting.split('"')[3]}@${host}:${addr.port}/postgres"\n`);
+    console.error('Reads go to the replica and writes to the primary: compare "SELECT inet_server_port()"');
+    console.error('with "CREATE TABLE t AS SELECT inet_server_port()" then "TABLE t".\n');
     console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
   }
   await new Promise<void>((resolve) => {

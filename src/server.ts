@@ -12,6 +12,12 @@ import { CancelRegistry } from './session/cancel-registry.ts';
 import { ClientSession } from './session/client-session.ts';
 import type { PoolMode, SessionContext, SessionSettings } from './session/context.ts';
 import { PgError, SqlState } from './protocol/errors.ts';
+import { loadClassifier } from './sql/classify.ts';
+import { StatementIds } from './session/statements.ts';
+import type { EndpointRouter } from './session/context.ts';
+
+/** One node, the primary, for everything. */
+const SINGLE_NODE: EndpointRouter = { spreadsReads: false, primaryNode: () => 0, route: () => 0 };
 
 /** Parses "host:port" or "[v6]:port". */
 export function parseListen(listen: string): { host: string; port: number } {
@@ -88,6 +94,8 @@ export class PgmuxServer {
         this.sessions.delete(session);
         this.admitted.delete(session);
       },
+      routerFor: () => SINGLE_NODE,
+      statementIds: new StatementIds(),
     };
     this.listener = net.createServer({ noDelay: true }, (socket) => {
       const session = new ClientSession(socket, this.ctx);
@@ -104,6 +112,15 @@ export class PgmuxServer {
       queryTimeoutMs: Math.max(s(c.server_connect_timeout), 5000),
       poolModeFor: (endpoint, user) =>
         (c.users[user]?.pool_mode ?? c.endpoints[endpoint]?.pool_mode ?? c.pool_mode) as PoolMode,
+      maxPreparedStatements: c.max_prepared_statements,
+      onSessionState: c.on_session_state,
+      extraTracked: new Set(
+        c.track_extra_parameters
+          .split(',')
+          .map((n) => n.trim().toLowerCase())
+          .filter((n) => n !== ''),
+      ),
+      noticePerNodeStatement: c.notice_per_node_statement,
     };
   }
 
@@ -123,7 +140,8 @@ export class PgmuxServer {
   private async openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection> {
     const endpoint = this.endpointMap.get(key.endpoint);
     if (endpoint === undefined) throw new PgError(SqlState.INVALID_CATALOG_NAME, `endpoint "${key.endpoint}" does not exist`);
-    const node = endpoint.nodes[0];
+    const node = endpoint.nodes[key.node ?? 0];
+    if (node === undefined) throw new PgError(SqlState.CONNECTION_FAILURE, `endpoint "${key.endpoint}" has no node ${key.node}`);
     const credential = await this.credentials.lookup(key.user, node, key.database);
     const login = await loginToServer({
       host: node.host,
@@ -135,11 +153,13 @@ export class PgmuxServer {
       connectTimeoutMs: s(this.config.server_connect_timeout),
     });
     this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, pid: login.processId }, 'server connection opened');
-    return new ServerConnection(login, node.host, node.port);
+    const conn = new ServerConnection(login, node.host, node.port);
+    conn.node = key.node ?? 0;
+    return conn;
   }
 
   async start(): Promise<{ host: string; port: number }> {
-    await this.credentials.load();
+    await Promise.all([this.credentials.load(), loadClassifier()]);
     const { host, port } = parseListen(this.config.listen);
     await new Promise<void>((resolve, reject) => {
       this.listener.once('error', reject);
@@ -155,9 +175,12 @@ export class PgmuxServer {
 
   /** Stops accepting, ends every client and closes every server connection. */
   async stop(): Promise<void> {
-    await new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    // close() stops accepting at once but calls back only when every
+    // connection has ended, which the sessions below see to.
+    const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     const err = new PgError(SqlState.ADMIN_SHUTDOWN, 'pgmux is shutting down');
     for (const session of this.sessions) session.fatal(err);
+    await closed;
     this.pools.close(err);
     // Server connections released by the sessions above are reset first;
     // give them a moment, then close what is left.

@@ -168,6 +168,11 @@ export const ConfigSchema = z
       "After a client's write, read only from replicas that have replayed it",
       'lsn|off',
     ),
+    health_check_user: setting(
+      z.string().min(1).optional(),
+      'User that checks node health, roles, lag and function volatility (password from [users.NAME]); default auth_user',
+      'user',
+    ),
     health_check_period: setting(z.number().positive().default(2), 'Seconds between health checks of each node', 'seconds'),
     health_check_timeout: setting(z.number().positive().default(3), 'Seconds a health check may take', 'seconds'),
     health_check_max_retries: setting(z.int().min(0).default(1), 'Failed checks in a row tolerated before a node leaves rotation', 'n'),

@@ -14,6 +14,8 @@ export interface PoolSettings {
   queryTimeoutMs: number;
 }
 
+const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i;
+
 interface Waiter {
   resolve: (c: ServerConnection) => void;
   reject: (e: Error) => void;
@@ -36,6 +38,18 @@ export class Pool {
   /** Connections lent to clients or being reset. */
   private busy = 0;
   private opening = 0;
+  /**
+   * ParameterStatus sets of earlier logins, by their startup settings: a
+   * transaction-mode client with known settings logs in without waiting
+   * for a server connection.
+   */
+  readonly startupParameters = new Map<string, ReadonlyMap<string, string>>();
+
+  rememberStartupParameters(key: string, parameters: ReadonlyMap<string, string>): void {
+    if (this.startupParameters.size >= 100) this.startupParameters.delete(this.startupParameters.keys().next().value!);
+    this.startupParameters.set(key, parameters);
+  }
+
   /** Statistics for the admin console and metrics. */
   stats = { opened: 0, closed: 0, lent: 0, waitTimeouts: 0 };
 
@@ -93,7 +107,19 @@ export class Pool {
       return;
     }
     conn.runQuery(this.settings.resetQuery, this.settings.queryTimeoutMs).then(
-      (r) => (r.error === null && r.status === 0x49 /* I */ ? this.giveBack(conn) : this.discard(conn)),
+      (r) => {
+        if (r.error !== null || r.status !== 0x49 /* I */) {
+          this.discard(conn);
+          return;
+        }
+        // DISCARD ALL (the default) drops prepared statements and settings;
+        // a custom reset query is trusted to leave what it does not mention.
+        if (DISCARD_ALL.test(this.settings.resetQuery)) {
+          conn.prepared.clear();
+          conn.sessionSets.clear();
+        }
+        this.giveBack(conn);
+      },
       () => this.discard(conn),
     );
   }

@@ -6,6 +6,8 @@ export interface PoolKey {
   endpoint: string;
   database: string;
   user: string;
+  /** Which of the endpoint's nodes (index in its list); 0 when absent. */
+  node?: number;
 }
 
 export type ServerOpener = (key: PoolKey) => Promise<ServerConnection>;
@@ -30,10 +32,12 @@ export class Pools {
 
   get(key: PoolKey): Pool {
     // NUL cannot appear in a startup parameter, so the joined key is unambiguous.
-    const id = `${key.endpoint}\0${key.database}\0${key.user}`;
+    const node = key.node ?? 0;
+    const id = `${key.endpoint}\0${key.database}\0${key.user}\0${node}`;
     let pool = this.pools.get(id);
     if (pool === undefined) {
-      pool = new Pool(id, this.settingsFor(key), () => this.opener(key));
+      const k = { endpoint: key.endpoint, database: key.database, user: key.user, node };
+      pool = new Pool(id, this.settingsFor(k), () => this.opener(k));
       this.pools.set(id, pool);
     }
     return pool;

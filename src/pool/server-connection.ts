@@ -3,6 +3,7 @@ import { FrameReader, type FrameVisitor } from '../protocol/framing.ts';
 import { parseErrorFields, parseParameterStatus, query, TERMINATE } from '../protocol/messages.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 import type { LoggedInServer } from '../auth/server-login.ts';
+import { PreparedOnServer } from '../session/statements.ts';
 
 /**
  * Whoever is reading a server connection's stream right now: a client
@@ -13,6 +14,12 @@ export interface ServerOwner extends FrameVisitor {
   /** Raw bytes, after the reader has seen the messages in them. */
   onServerChunk(chunk: Buffer, consumed: number): void;
   onServerClose(): void;
+  /**
+   * When present, the owner frames the chunk itself through `reader` (and
+   * onMessage/onServerChunk are not called): for owners that cut messages
+   * out of the stream rather than forwarding chunks whole.
+   */
+  onRawChunk?(chunk: Buffer, reader: FrameReader): void;
 }
 
 export interface QueryResult {
@@ -29,6 +36,7 @@ let nextId = 1;
  * session (ParameterStatus) and hands its stream to one owner at a time.
  */
 export class ServerConnection implements FrameVisitor {
+  onRawChunk: undefined;
   readonly id = nextId++;
   readonly socket: net.Socket;
   readonly processId: number;
@@ -40,6 +48,12 @@ export class ServerConnection implements FrameVisitor {
   /** Frames the server stream; kept across owners so boundaries are never lost. */
   readonly reader = new FrameReader('ZSE');
   readonly createdAt = Date.now();
+  /** Which of its endpoint's nodes this connection is logged in to. */
+  node = 0;
+  /** Protocol-level statements pgmux prepared on this session (transaction mode). */
+  readonly prepared = new PreparedOnServer();
+  /** Parameters set on this session by pgmux or its clients, lower-cased name → value. */
+  readonly sessionSets = new Map<string, string>();
   lastUsedAt = Date.now();
   closed = false;
   private owner: ServerOwner | null = null;
@@ -67,6 +81,14 @@ export class ServerConnection implements FrameVisitor {
   private onData(chunk: Buffer): void {
     if (this.closed) return;
     const owner = this.owner ?? this;
+    if (owner.onRawChunk !== undefined) {
+      try {
+        owner.onRawChunk(chunk, this.reader);
+      } catch {
+        this.close();
+      }
+      return;
+    }
     let consumed: number;
     try {
       consumed = this.reader.feed(chunk, owner);

@@ -13,9 +13,11 @@ export interface FrameVisitor {
   /**
    * One complete message. `body` is null unless its type was asked for.
    * `end` is the offset in the current chunk just past the message.
-   * Return false to stop reading the chunk there (feed returns `end`).
+   * `size` is the whole message's size (type byte and length included), so
+   * it began at `end - size`, which is negative when it began in an earlier
+   * chunk. Return false to stop reading the chunk there (feed returns `end`).
    */
-  onMessage(type: number, body: Buffer | null, end: number): boolean | void;
+  onMessage(type: number, body: Buffer | null, end: number, size: number): boolean | void;
 }
 
 const HEADER = 5;
@@ -28,6 +30,8 @@ export class FrameReader {
   /** Body bytes of the current message not yet seen; -1 while reading a header. */
   private remaining = -1;
   private type = 0;
+  /** Declared length of the current message (its size minus the type byte). */
+  private length = 0;
   private parts: Buffer[] | null = null;
 
   /**
@@ -70,6 +74,19 @@ export class FrameReader {
   }
 
   /**
+   * Bytes of the current, incomplete message read so far (header included),
+   * and its type (-1 while the header itself is incomplete). A relay that
+   * may drop a message holds these back until the message is whole.
+   */
+  get partialSize(): number {
+    if (this.remaining < 0) return this.headerFill;
+    return HEADER + (this.length - 4 - this.remaining);
+  }
+  get partialType(): number {
+    return this.remaining < 0 ? -1 : this.type;
+  }
+
+  /**
    * Reads `chunk`, calling the visitor per complete message. Returns the number
    * of bytes consumed: chunk.length, or less when the visitor stopped early.
    * Throws PgError 08P01 on an invalid length.
@@ -102,6 +119,7 @@ export class FrameReader {
           throw protocolViolation(`message of type "${printable(type)}" too long`, `Length ${length} exceeds the limit of ${this.maxLength} bytes.`);
         }
         this.type = type;
+        this.length = length;
         this.remaining = length - 4;
         if (this.keep[type] === 1) {
           const bodyLen = this.remaining;
@@ -110,7 +128,7 @@ export class FrameReader {
             const body = chunk.subarray(pos, pos + bodyLen);
             pos += bodyLen;
             this.remaining = -1;
-            if (visitor.onMessage(type, body, pos) === false) return pos;
+            if (visitor.onMessage(type, body, pos, length + 1) === false) return pos;
             continue;
           }
           this.parts = [];
@@ -128,10 +146,50 @@ export class FrameReader {
         this.parts = null;
         this.remaining = -1;
         const body = parts === null ? null : parts.length === 1 ? parts[0] : Buffer.concat(parts);
-        if (visitor.onMessage(this.type, body, pos) === false) return pos;
+        if (visitor.onMessage(this.type, body, pos, this.length + 1) === false) return pos;
       }
     }
     return n;
+  }
+}
+
+/**
+ * Whole-message framing for the paths that rewrite messages (transaction
+ * pooling, routing): each message is handed over with its header, as a view
+ * into the chunk when it lies within one, else assembled once.
+ */
+export class MessageReader {
+  private readonly frames: FrameReader;
+  private pending: Buffer[] = [];
+
+  constructor(maxLength: number, validTypes?: string) {
+    // Bodies are not kept by the inner reader: the message is cut from the
+    // chunks by offsets, so nothing is copied for messages within a chunk.
+    this.frames = new FrameReader('', maxLength, validTypes);
+  }
+
+  get atBoundary(): boolean {
+    return this.frames.atBoundary;
+  }
+
+  /** Calls `onMessage` with each complete message (header included). */
+  feed(chunk: Buffer, onMessage: (type: number, msg: Buffer) => void): void {
+    let from = 0;
+    this.frames.feed(chunk, {
+      onMessage: (type, _body, end, size) => {
+        const start = end - size;
+        if (start >= 0) {
+          onMessage(type, chunk.subarray(start, end));
+        } else {
+          this.pending.push(chunk.subarray(0, end));
+          const msg = Buffer.concat(this.pending);
+          this.pending = [];
+          onMessage(type, msg.subarray(msg.length - size));
+        }
+        from = end;
+      },
+    });
+    if (from < chunk.length) this.pending.push(chunk.subarray(from));
   }
 }
 

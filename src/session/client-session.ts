@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import type { Logger } from 'pino';
-import { FrameReader, StartupReader, type FrameVisitor } from '../protocol/framing.ts';
+import { FrameReader, StartupReader } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 import {
   AUTH_OK,
@@ -8,24 +8,22 @@ import {
   backendKeyData,
   errorResponse,
   negotiateProtocolVersion,
+  noticeResponse,
   parameterStatus,
-  parseParameterStatus,
   parseStartupPacket,
   readyForQuery,
 } from '../protocol/messages.ts';
 import { ClientAuthExchange } from '../auth/client-auth.ts';
-import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
+import type { ServerConnection } from '../pool/server-connection.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { PoolKey } from '../pool/pools.ts';
 import { chooseEndpoint } from '../routing/endpoint.ts';
 import { applySettingsQuery, clientSettings } from './startup-params.ts';
 import { sendCancel, type CancelTarget } from './cancel-registry.ts';
-import type { SessionContext } from './context.ts';
-
-/** Frontend message types valid after startup (PasswordMessage only during authentication). */
-const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
-const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
-const COPY_FAIL = Buffer.from([0x66, 0, 0, 0, 28, ...Buffer.from('client left during COPY\0')]);
+import type { PoolMode, SessionContext } from './context.ts';
+import { DirectLink } from './direct-link.ts';
+import { MuxLink } from './mux-link.ts';
+import { syncParametersQuery } from './params.ts';
 
 const enum_ = {
   startup: 0,
@@ -39,15 +37,12 @@ type Phase = (typeof enum_)[keyof typeof enum_];
 let nextId = 1;
 
 /**
- * One client from accept to close: startup, authentication, getting a
- * server connection, then the forwarding loop.
- *
- * The loop frames both streams with header peeks only and forwards the
- * original chunks whole. It counts what must be answered (each Query, Sync
- * and FunctionCall gets exactly one ReadyForQuery) so a server connection is
- * only given back once nothing sent on it is still unanswered.
+ * One client from accept to close: startup, authentication, login to a
+ * server (or to the pool's knowledge of one), then a forwarding loop: the
+ * direct one for session pooling on one node, the message-level one for
+ * transaction and statement pooling and for reads spread over replicas.
  */
-export class ClientSession implements ServerOwner, CancelTarget {
+export class ClientSession implements CancelTarget {
   readonly id = nextId++;
   readonly socket: net.Socket;
   readonly connectedAt = Date.now();
@@ -57,8 +52,6 @@ export class ClientSession implements ServerOwner, CancelTarget {
 
   private readonly startupReader = new StartupReader();
   private authReader: FrameReader | null = null;
-  private readonly clientReader: FrameReader;
-  private readonly clientVisitor: FrameVisitor;
   private auth: ClientAuthExchange | null = null;
   /** Bytes the client sent after its last authentication message. */
   private early: Buffer[] = [];
@@ -67,41 +60,32 @@ export class ClientSession implements ServerOwner, CancelTarget {
   database = '';
   endpointName = '';
   applicationName = '';
+  mode: PoolMode = 'session';
   private key: PoolKey | null = null;
   private settings = new Map<string, string>();
-  private pool: Pool | null = null;
-  server: ServerConnection | null = null;
+  /** Startup settings for the message-level loop: lower-cased names, server spelling. */
+  private muxStartup: ReadonlyMap<string, string> = new Map();
+  private link: DirectLink | MuxLink | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
-
-  // Forwarding-loop bookkeeping.
-  /** Query, Sync and FunctionCall messages sent whose ReadyForQuery has not come yet. */
-  private pendingReady = 0;
-  /** Extended-protocol messages sent since the last Sync. */
-  private unsynced = false;
-  /** The server is in COPY FROM STDIN and waits for the client's data. */
-  private copyIn = false;
-  private txStatus = 0x49; /* I */
-  /** Set by the client visitor when it meets Terminate: offset just past it. */
-  private terminateEnd = -1;
-  private drainTimer: NodeJS.Timeout | null = null;
-  private readonly resumeClient = () => this.socket.resume();
-  private readonly resumeServer = () => this.server?.socket.resume();
 
   constructor(socket: net.Socket, ctx: SessionContext) {
     this.socket = socket;
     this.ctx = ctx;
     this.log = ctx.log.child({ client: this.id });
-    this.clientReader = new FrameReader('', ctx.settings().maxPacketSize, FRONTEND_TYPES);
-    this.clientVisitor = { onMessage: (type, _body, end) => this.onClientMessage(type, end) };
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onClientData(chunk));
     socket.on('error', () => {});
     socket.on('close', () => this.onClientGone('client closed the connection'));
   }
 
+  /** The server connection serving this client right now, if a statement is running. */
+  get server(): ServerConnection | null {
+    return this.link?.server ?? null;
+  }
+
   currentServer() {
-    const s = this.server;
-    if (s === null || this.phase !== enum_.ready || this.pendingReady === 0) return null;
+    const s = this.phase === enum_.ready ? (this.link?.busyServer() ?? null) : null;
+    if (s === null) return null;
     return { host: s.host, port: s.port, processId: s.processId, secretKey: s.secretKey };
   }
 
@@ -109,7 +93,7 @@ export class ClientSession implements ServerOwner, CancelTarget {
     try {
       switch (this.phase) {
         case enum_.ready:
-          this.forwardToServer(chunk);
+          this.link!.onClientData(chunk);
           return;
         case enum_.startup:
           this.onStartupData(this.startupReader.push(chunk));
@@ -236,157 +220,164 @@ export class ClientSession implements ServerOwner, CancelTarget {
     this.socket.write(authenticationRequest(AUTH_OK));
 
     const key = this.key!;
-    const mode = this.ctx.settings().poolModeFor(key.endpoint, key.user);
-    let server: ServerConnection;
-    if (mode === 'none') {
-      // No pool: the server gets the client's own startup settings, and any
-      // refusal is PostgreSQL's own FATAL.
-      server = await this.ctx.openServer(key, this.settings);
+    const settings = this.ctx.settings();
+    this.mode = settings.poolModeFor(key.endpoint, key.user);
+    const router = this.mode === 'none' ? null : this.ctx.routerFor(key.endpoint);
+    const useMux = this.mode === 'transaction' || this.mode === 'statement' || (this.mode === 'session' && router!.spreadsReads);
+    let parameters: ReadonlyMap<string, string>;
+    if (useMux) {
+      parameters = await this.startupParameters(key);
+      if (this.phase !== enum_.connecting) return;
+      const link = new MuxLink(this.muxHost(key, router!), this.muxStartup, settings.extraTracked);
+      for (const [k, v] of parameters) link.params.reported.set(k, v);
+      this.link = link;
     } else {
-      this.pool = this.ctx.pools.get(key);
-      server = await this.pool.acquire();
+      const server = await this.directServer(key);
+      if (server === null) return;
+      parameters = server.parameters;
+      this.link = new DirectLink(
+        {
+          socket: this.socket,
+          maxPacketSize: settings.maxPacketSize,
+          queryTimeoutMs: settings.queryTimeoutMs,
+          pool: this.mode === 'none' ? null : this.ctx.pools.get(key),
+          terminated: () => {
+            this.onClientGone('client sent Terminate');
+            this.socket.end();
+          },
+          fatal: (err) => this.fatal(err),
+        },
+        server,
+      );
     }
-    if (this.phase !== enum_.connecting) {
-      // The client left while waiting.
-      this.server = server;
-      this.releaseServer();
-      return;
-    }
-    this.server = server;
-    if (mode !== 'none') {
-      const q = applySettingsQuery(this.settings, server.parameters);
-      if (q !== null) {
-        const r = await server.runQuery(q, this.ctx.settings().queryTimeoutMs);
-        if (r.error !== null) {
-          // The server refused a startup setting: the client sees PostgreSQL's
-          // own words, as it would connecting directly.
-          throw new PgError(r.error.code, r.error.message, { detail: r.error.detail, hint: r.error.hint });
-        }
-        if (this.phase !== enum_.connecting) {
-          this.releaseServer();
-          return;
-        }
-      }
-    }
-    server.setOwner(this);
     this.cancelKey = this.ctx.cancels.register(this);
     const out: Buffer[] = [];
-    for (const [k, v] of server.parameters) out.push(parameterStatus(k, v));
+    for (const [k, v] of parameters) out.push(parameterStatus(k, v));
     out.push(backendKeyData(this.cancelKey.processId, this.cancelKey.secretKey));
     out.push(readyForQuery('I'));
     this.socket.write(Buffer.concat(out));
     this.phase = enum_.ready;
-    this.log.info({ user: this.user, database: this.database, endpoint: this.endpointName, server: server.id, mode }, 'login');
+    this.log.info({ user: this.user, database: this.database, endpoint: this.endpointName, server: this.server?.id, mode: this.mode }, 'login');
     const early = this.early;
     this.early = [];
-    for (const c of early) this.forwardToServer(c);
+    for (const c of early) this.link.onClientData(c);
     this.socket.resume();
   }
 
-  // ------------------------------------------------------ forwarding loop
-
-  private onClientMessage(type: number, end: number): boolean {
-    switch (type) {
-      case 0x51 /* Query */:
-      case 0x46 /* FunctionCall */:
-        this.pendingReady++;
-        return true;
-      case 0x53 /* Sync */:
-        this.pendingReady++;
-        this.unsynced = false;
-        return true;
-      case 0x50 /* Parse */:
-      case 0x42 /* Bind */:
-      case 0x45 /* Execute */:
-      case 0x44 /* Describe */:
-      case 0x43 /* Close */:
-      case 0x48 /* Flush */:
-        this.unsynced = true;
-        return true;
-      case 0x63 /* CopyDone */:
-      case 0x66 /* CopyFail */:
-        this.copyIn = false;
-        return true;
-      case 0x58 /* Terminate */:
-        this.terminateEnd = end;
-        return false;
-      default:
-        return true;
+  /** Session and no-pool modes: the client's own connection, its settings applied. */
+  private async directServer(key: PoolKey): Promise<ServerConnection | null> {
+    const settings = this.ctx.settings();
+    let server: ServerConnection;
+    const pool = this.mode === 'none' ? null : this.ctx.pools.get(key);
+    if (pool === null) {
+      // No pool: the server gets the client's own startup settings, and any
+      // refusal is PostgreSQL's own FATAL.
+      server = await this.ctx.openServer(key, this.settings);
+    } else {
+      server = await pool.acquire();
     }
-  }
-
-  private forwardToServer(chunk: Buffer): void {
-    const server = this.server!;
-    const reader = this.clientReader;
-    const held = reader.partialHeaderLength;
-    const pre = held > 0 ? reader.partialHeader() : null;
-    reader.feed(chunk, this.clientVisitor);
-    const out = server.socket;
-    if (this.terminateEnd >= 0) {
-      // Everything before Terminate goes on; Terminate itself never does.
-      const cut = this.terminateEnd - 5;
-      if (cut >= 0) {
-        if (pre !== null) out.write(pre);
-        if (cut > 0) out.write(chunk.subarray(0, cut));
+    const giveUp = () => {
+      if (pool === null) server.close();
+      else pool.release(server);
+      return null;
+    };
+    if (this.phase !== enum_.connecting) return giveUp();
+    if (pool !== null) {
+      const q = applySettingsQuery(this.settings, server.parameters);
+      if (q !== null) {
+        const r = await server.runQuery(q, settings.queryTimeoutMs);
+        if (r.error !== null) {
+          pool.release(server);
+          // The server refused a startup setting: the client sees PostgreSQL's
+          // own words, as it would connecting directly.
+          throw new PgError(r.error.code, r.error.message, { detail: r.error.detail, hint: r.error.hint });
+        }
+        if (this.phase !== enum_.connecting) return giveUp();
       }
-      this.onClientGone('client sent Terminate');
-      this.socket.end();
-      return;
     }
-    if (pre !== null) out.write(pre);
-    const keep = reader.partialHeaderLength;
-    const ok = out.write(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep));
-    if (!ok) {
-      this.socket.pause();
-      out.once('drain', this.resumeClient);
-    }
+    return server;
   }
 
-  /** Server side of the loop: count ReadyForQuery, watch COPY, track ParameterStatus. */
-  onMessage(type: number, body: Buffer | null): boolean {
-    switch (type) {
-      case 0x5a /* ReadyForQuery */:
-        this.pendingReady--;
-        this.txStatus = body![0];
-        this.copyIn = false;
-        return true;
-      case 0x47 /* CopyInResponse */:
-        this.copyIn = true;
-        return true;
-      case 0x53 /* ParameterStatus */: {
-        const [k, v] = parseParameterStatus(body!);
-        this.server!.parameters.set(k, v);
-        return true;
+  /**
+   * The ParameterStatus set for a client that logs in without a server
+   * connection of its own: known from an earlier login with the same
+   * settings, or learnt now from a pooled connection, which also checks the
+   * settings (a value the server refuses gets the server's own error).
+   */
+  private async startupParameters(key: PoolKey): Promise<ReadonlyMap<string, string>> {
+    const pool = this.ctx.pools.get({ ...key, node: this.ctx.routerFor(key.endpoint).primaryNode() });
+    const checked = new Map<string, string>();
+    for (const [k, v] of this.settings) checked.set(k.toLowerCase(), v);
+    checked.delete('application_name');
+    const cacheKey = JSON.stringify([...checked].sort());
+    let known = pool.startupParameters.get(cacheKey);
+    if (known === undefined) {
+      const server = await pool.acquire();
+      try {
+        const q = syncParametersQuery(checked, server);
+        if (q !== null) {
+          const r = await server.runQuery(q, this.ctx.settings().queryTimeoutMs);
+          if (r.error !== null) {
+            server.sessionSets.clear();
+            throw new PgError(r.error.code, r.error.message, { detail: r.error.detail, hint: r.error.hint });
+          }
+        }
+        known = new Map(server.parameters);
+        pool.rememberStartupParameters(cacheKey, known);
+      } finally {
+        pool.release(server, { reset: false });
       }
-      default:
-        return true;
     }
+    const out = new Map(known);
+    const appName = this.settings.get('application_name') ?? '';
+    out.set('application_name', appName);
+    // What later lends give the server: the client's values as the server
+    // spells them (TimeZone=utc is reported as UTC).
+    for (const [k, v] of known) if (checked.has(k.toLowerCase())) checked.set(k.toLowerCase(), v);
+    if (this.settings.has('application_name')) checked.set('application_name', appName);
+    this.muxStartup = checked;
+    return out;
   }
 
-  onServerChunk(chunk: Buffer): void {
-    if (this.phase === enum_.ready) {
-      if (!this.socket.write(chunk)) {
-        this.server!.socket.pause();
-        this.socket.once('drain', this.resumeServer);
-      }
-      return;
-    }
-    // Draining for a client that left: answers are dropped, only counted.
-    if (this.isQuiet()) this.finishDrain();
-  }
-
-  onServerClose(): void {
-    const server = this.server;
-    if (server === null) return;
-    this.server = null;
-    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
-    this.pool?.discard(server);
-    if (this.phase === enum_.ready) {
-      // The server's FATAL, if it sent one, has already been forwarded.
-      this.fatal(new PgError(SqlState.CONNECTION_FAILURE, 'server closed the connection unexpectedly', {
-        hint: 'The server may have been restarted or the backend terminated.',
-      }));
-    }
+  private muxHost(key: PoolKey, router: ReturnType<SessionContext['routerFor']>) {
+    const settings = this.ctx.settings();
+    const poolOf = (node: number) => this.ctx.pools.get({ ...key, node });
+    return {
+      log: this.log,
+      database: key.database,
+      mode: this.mode as 'session' | 'transaction' | 'statement',
+      maxPrepared: settings.maxPreparedStatements,
+      onSessionState: settings.onSessionState,
+      queryTimeoutMs: settings.queryTimeoutMs,
+      maxPacketSize: settings.maxPacketSize,
+      statementIds: this.ctx.statementIds,
+      router,
+      acquire: (node: number) => poolOf(node).acquire(),
+      release: (conn: ServerConnection, reset: boolean) => poolOf(conn.node).release(conn, { reset }),
+      discard: (conn: ServerConnection) => poolOf(conn.node).discard(conn),
+      writeClient: (chunks: Buffer[]) => {
+        if (this.phase === enum_.closed) return;
+        let ok = true;
+        for (const c of chunks) ok = this.socket.write(c);
+        if (!ok) {
+          const server = this.server;
+          if (server !== null) {
+            server.socket.pause();
+            this.socket.once('drain', () => server.socket.resume());
+          }
+        }
+      },
+      pauseClient: () => this.socket.pause(),
+      resumeClient: () => {
+        if (this.phase === enum_.ready) this.socket.resume();
+      },
+      fatal: (err: unknown) => this.fatal(err),
+      terminated: () => {
+        this.onClientGone('client sent Terminate');
+        this.socket.end();
+      },
+      notice: (text: string) => (settings.noticePerNodeStatement ? noticeResponse(text) : null),
+    };
   }
 
   // ------------------------------------------------------------ the end
@@ -413,82 +404,8 @@ export class ClientSession implements ServerOwner, CancelTarget {
     this.ctx.clientGone(this);
     if (wasLoggedIn) this.log.info({ reason, durationMs: Date.now() - this.connectedAt }, 'disconnect');
     else this.log.debug({ reason }, 'disconnect before login');
-    if (this.server !== null) this.releaseServer();
-  }
-
-  private isQuiet(): boolean {
-    return this.pendingReady <= 0 && !this.unsynced && !this.copyIn && this.server!.reader.atBoundary;
-  }
-
-  /**
-   * Gives the server connection back, or drains it first: a client that
-   * leaves with answers still due leaves a connection that must not be lent
-   * until the last of them has arrived.
-   */
-  private releaseServer(): void {
-    const server = this.server!;
-    server.socket.resume();
-    if (this.pool === null) {
-      this.server = null;
-      server.setOwner(null);
-      server.close();
-      return;
-    }
-    if (!this.clientReader.betweenBodies) {
-      // The client left in the middle of a message: the server waits for the
-      // rest of it, which will never come.
-      this.discardServer();
-      return;
-    }
-    if (this.isQuiet()) {
-      this.finishDrain();
-      return;
-    }
-    server.setOwner(this);
-    if (this.copyIn) server.socket.write(COPY_FAIL);
-    if (this.unsynced) {
-      server.socket.write(SYNC);
-      this.pendingReady++;
-      this.unsynced = false;
-    }
-    // Give a running statement a moment to finish, then cancel it; give up on
-    // the connection if it still has not answered.
-    const timeout = this.ctx.settings().queryTimeoutMs;
-    let cancelled = false;
-    const tick = () => {
-      if (this.server !== server) return;
-      if (!cancelled) {
-        cancelled = true;
-        sendCancel(server.host, server.port, server.processId, server.secretKey);
-        this.drainTimer = setTimeout(tick, timeout);
-        return;
-      }
-      this.discardServer();
-    };
-    this.drainTimer = setTimeout(tick, 500);
-  }
-
-  private finishDrain(): void {
-    const server = this.server!;
-    const pool = this.pool!;
-    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
-    this.server = null;
-    server.setOwner(null);
-    if (this.txStatus === 0x49 /* I */) {
-      pool.release(server);
-      return;
-    }
-    // Left inside a transaction block: roll it back before the reset.
-    server.runQuery('ROLLBACK', this.ctx.settings().queryTimeoutMs).then(
-      (r) => (r.error === null && r.status === 0x49 ? pool.release(server) : pool.discard(server)),
-      () => pool.discard(server),
-    );
-  }
-
-  private discardServer(): void {
-    const server = this.server!;
-    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
-    this.server = null;
-    this.pool!.discard(server);
+    const link = this.link;
+    if (link instanceof MuxLink) link.close((c) => sendCancel(c.host, c.port, c.processId, c.secretKey));
+    else link?.close();
   }
 }

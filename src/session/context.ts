@@ -6,6 +6,16 @@ import type { PoolKey, Pools } from '../pool/pools.ts';
 import type { Endpoint } from '../routing/endpoint.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import type { ClientSession } from './client-session.ts';
+import type { Router } from './mux-link.ts';
+import type { StatementIds } from './statements.ts';
+
+/** An endpoint's router as sessions see it. */
+export interface EndpointRouter extends Router {
+  /** Reads may go to other nodes than the primary (replicas, load balancing on). */
+  readonly spreadsReads: boolean;
+  /** Index of the node currently known to be the primary. */
+  primaryNode(): number;
+}
 
 export type PoolMode = 'session' | 'transaction' | 'statement' | 'none';
 
@@ -17,6 +27,11 @@ export interface SessionSettings {
   /** Limit for pgmux's own queries on a server (reset, settings), in ms. */
   queryTimeoutMs: number;
   poolModeFor(endpoint: string, user: string): PoolMode;
+  maxPreparedStatements: number;
+  onSessionState: 'pin' | 'error';
+  /** Unreported parameters followed from SET (track_extra_parameters), lower-cased. */
+  extraTracked: ReadonlySet<string>;
+  noticePerNodeStatement: boolean;
 }
 
 /** Everything a client session uses, wired by the server. */
@@ -35,4 +50,6 @@ export interface SessionContext {
   /** Counts the client against max_client_conn; false when over. */
   admitClient(session: ClientSession): boolean;
   clientGone(session: ClientSession): void;
+  routerFor(endpoint: string): EndpointRouter;
+  statementIds: StatementIds;
 }

@@ -1,7 +1,7 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import pg from 'pg';
 import { ConfigSchema, type Config } from '../../src/config/schema.ts';
 import { PgmuxServer } from '../../src/server.ts';
@@ -25,7 +25,7 @@ export async function writeAuthFile(extra: string[] = []): Promise<string> {
 }
 
 /** Starts pgmux in this process in front of the test cluster's primary. */
-export async function startPgmux(overrides: Partial<Record<keyof Config, unknown>> = {}): Promise<RunningPgmux> {
+export async function startPgmux(overrides: Partial<Record<keyof Config, unknown>> = {}, opts: { logger?: Logger } = {}): Promise<RunningPgmux> {
   const c = getCluster();
   const config = ConfigSchema.parse({
     listen: '127.0.0.1:0',
@@ -33,7 +33,7 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
     auth_file: await writeAuthFile(),
     ...overrides,
   });
-  const server = new PgmuxServer(config, { logger: pino({ level: process.env.PGMUX_TEST_LOG ?? 'silent' }) });
+  const server = new PgmuxServer(config, { logger: opts.logger ?? pino({ level: process.env.PGMUX_TEST_LOG ?? 'silent' }) });
   const { port } = await server.start();
   return {
     server,

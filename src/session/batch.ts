@@ -1,0 +1,94 @@
+import { classify, type Classification } from '../sql/classify.ts';
+import { readParse, readQuery, readBind } from '../protocol/extended.ts';
+import type { ClientStatement } from './statements.ts';
+
+/**
+ * A batch: the client messages up to and including a Sync, Query,
+ * FunctionCall or Flush. pgmux routes and sends a batch as one unit, so a
+ * batch reaches one node and its Sync goes only there.
+ */
+export interface Batch {
+  msgs: { type: number; msg: Buffer }[];
+  bytes: number;
+  /** Set by inspect(). */
+  info: BatchInfo | null;
+}
+
+export interface BatchInfo {
+  /** Every statement may run on a replica (volatility of `functions` aside). */
+  readOnly: boolean;
+  /** User functions called, for the volatility check. */
+  functions: string[];
+  /** Transaction control statements, in order. */
+  transaction: string[];
+  sets: { name: string; value: string | null }[];
+  resetAll: boolean;
+  /** Session state the batch would leave on its server connection. */
+  sessionState: string | null;
+  clears: string[];
+  /** The batch holds SQL (Query, Parse or a Bind of a known statement). */
+  hasSql: boolean;
+  /** For per-node statement traces: "Parse: select 1" and the like. */
+  firstSql: string | null;
+}
+
+export function newBatch(): Batch {
+  return { msgs: [], bytes: 0, info: null };
+}
+
+const EMPTY: BatchInfo = Object.freeze({
+  readOnly: true,
+  functions: [],
+  transaction: [],
+  sets: [],
+  resetAll: false,
+  sessionState: null,
+  clears: [],
+  hasSql: false,
+  firstSql: null,
+}) as BatchInfo;
+
+/** What the statements of a batch do, from a real PostgreSQL parser. */
+export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStatement>): BatchInfo {
+  const found: Classification[] = [];
+  let firstSql: string | null = null;
+  for (const { type, msg } of batch.msgs) {
+    let sql: string | null = null;
+    if (type === 0x51 /* Query */) sql = readQuery(msg);
+    else if (type === 0x50 /* Parse */) sql = readParse(msg).sql;
+    else if (type === 0x42 /* Bind */) {
+      const name = readBind(msg).statement;
+      if (name !== '') sql = statements.get(name)?.sql ?? null;
+    }
+    if (sql === null) continue;
+    firstSql ??= sql;
+    found.push(classify(sql));
+  }
+  if (found.length === 0) return EMPTY;
+  if (found.length === 1) return fromOne(found[0], firstSql);
+  const info: BatchInfo = { ...EMPTY, functions: [], transaction: [], sets: [], clears: [], hasSql: true, firstSql };
+  for (const c of found) {
+    info.readOnly &&= c.readOnly;
+    info.functions.push(...c.functions);
+    info.transaction.push(...c.transaction);
+    info.sets.push(...c.sets);
+    info.resetAll ||= c.resetAll;
+    info.sessionState ??= c.sessionState;
+    info.clears.push(...c.clears);
+  }
+  return info;
+}
+
+function fromOne(c: Classification, firstSql: string | null): BatchInfo {
+  return {
+    readOnly: c.readOnly,
+    functions: c.functions,
+    transaction: c.transaction,
+    sets: c.sets,
+    resetAll: c.resetAll,
+    sessionState: c.sessionState,
+    clears: c.clears,
+    hasSql: true,
+    firstSql,
+  };
+}

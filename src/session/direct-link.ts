@@ -1,0 +1,249 @@
+import type net from 'node:net';
+import { FrameReader, type FrameVisitor } from '../protocol/framing.ts';
+import { PgError, SqlState } from '../protocol/errors.ts';
+import { parseParameterStatus } from '../protocol/messages.ts';
+import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
+import type { Pool } from '../pool/pool.ts';
+import { sendCancel } from './cancel-registry.ts';
+
+/** Frontend message types valid after startup. */
+const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
+const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
+const COPY_FAIL = Buffer.from([0x66, 0, 0, 0, 28, ...Buffer.from('client left during COPY\0')]);
+
+export interface DirectHost {
+  readonly socket: net.Socket;
+  readonly maxPacketSize: number;
+  readonly queryTimeoutMs: number;
+  /** null in pool_mode = none: the connection is the client's own. */
+  readonly pool: Pool | null;
+  /** The client sent Terminate: end it. */
+  terminated(): void;
+  fatal(err: unknown): void;
+}
+
+/**
+ * The forwarding loop of session pooling on one node: the client keeps one
+ * server connection for its whole session.
+ *
+ * Both streams are framed with header peeks only and forwarded as the
+ * original chunks. The loop counts what must be answered (each Query, Sync
+ * and FunctionCall gets exactly one ReadyForQuery) so a server connection is
+ * only given back once nothing sent on it is still unanswered.
+ */
+export class DirectLink implements ServerOwner {
+  server: ServerConnection | null;
+  private readonly host: DirectHost;
+  private readonly clientReader: FrameReader;
+  private readonly clientVisitor: FrameVisitor;
+  /** Query, Sync and FunctionCall messages sent whose ReadyForQuery has not come yet. */
+  private pendingReady = 0;
+  /** Extended-protocol messages sent since the last Sync. */
+  private unsynced = false;
+  /** The server is in COPY FROM STDIN and waits for the client's data. */
+  private copyIn = false;
+  private txStatus = 0x49; /* I */
+  /** Set by the client visitor when it meets Terminate: offset just past it. */
+  private terminateEnd = -1;
+  private closing = false;
+  private drainTimer: NodeJS.Timeout | null = null;
+  private readonly resumeClient = () => this.host.socket.resume();
+  private readonly resumeServer = () => this.server?.socket.resume();
+
+  constructor(host: DirectHost, server: ServerConnection) {
+    this.host = host;
+    this.server = server;
+    this.clientReader = new FrameReader('', host.maxPacketSize, FRONTEND_TYPES);
+    this.clientVisitor = { onMessage: (type, _body, end) => this.onClientMessage(type, end) };
+    server.setOwner(this);
+  }
+
+  busyServer(): ServerConnection | null {
+    return this.pendingReady > 0 ? this.server : null;
+  }
+
+  private onClientMessage(type: number, end: number): boolean {
+    switch (type) {
+      case 0x51 /* Query */:
+      case 0x46 /* FunctionCall */:
+        this.pendingReady++;
+        return true;
+      case 0x53 /* Sync */:
+        this.pendingReady++;
+        this.unsynced = false;
+        return true;
+      case 0x50 /* Parse */:
+      case 0x42 /* Bind */:
+      case 0x45 /* Execute */:
+      case 0x44 /* Describe */:
+      case 0x43 /* Close */:
+      case 0x48 /* Flush */:
+        this.unsynced = true;
+        return true;
+      case 0x63 /* CopyDone */:
+      case 0x66 /* CopyFail */:
+        this.copyIn = false;
+        return true;
+      case 0x58 /* Terminate */:
+        this.terminateEnd = end;
+        return false;
+      default:
+        return true;
+    }
+  }
+
+  onClientData(chunk: Buffer): void {
+    const server = this.server;
+    if (server === null) return;
+    const reader = this.clientReader;
+    const held = reader.partialHeaderLength;
+    const pre = held > 0 ? reader.partialHeader() : null;
+    reader.feed(chunk, this.clientVisitor);
+    const out = server.socket;
+    if (this.terminateEnd >= 0) {
+      // Everything before Terminate goes on; Terminate itself never does.
+      const cut = this.terminateEnd - 5;
+      if (cut >= 0) {
+        if (pre !== null) out.write(pre);
+        if (cut > 0) out.write(chunk.subarray(0, cut));
+      }
+      this.host.terminated();
+      return;
+    }
+    if (pre !== null) out.write(pre);
+    const keep = reader.partialHeaderLength;
+    const ok = out.write(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep));
+    if (!ok) {
+      this.host.socket.pause();
+      out.once('drain', this.resumeClient);
+    }
+  }
+
+  /** Server side of the loop: count ReadyForQuery, watch COPY, track ParameterStatus. */
+  onMessage(type: number, body: Buffer | null): boolean {
+    switch (type) {
+      case 0x5a /* ReadyForQuery */:
+        this.pendingReady--;
+        this.txStatus = body![0];
+        this.copyIn = false;
+        return true;
+      case 0x47 /* CopyInResponse */:
+        this.copyIn = true;
+        return true;
+      case 0x53 /* ParameterStatus */: {
+        const [k, v] = parseParameterStatus(body!);
+        this.server!.parameters.set(k, v);
+        return true;
+      }
+      default:
+        return true;
+    }
+  }
+
+  onServerChunk(chunk: Buffer): void {
+    if (!this.closing) {
+      const client = this.host.socket;
+      if (!client.write(chunk)) {
+        this.server!.socket.pause();
+        client.once('drain', this.resumeServer);
+      }
+      return;
+    }
+    // Draining for a client that left: answers are dropped, only counted.
+    if (this.isQuiet()) this.finishDrain();
+  }
+
+  onServerClose(): void {
+    const server = this.server;
+    if (server === null) return;
+    this.server = null;
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+    if (this.host.pool !== null) this.host.pool.discard(server);
+    if (!this.closing) {
+      // The server's FATAL, if it sent one, has already been forwarded.
+      this.host.fatal(
+        new PgError(SqlState.CONNECTION_FAILURE, 'server closed the connection unexpectedly', {
+          hint: 'The server may have been restarted or the backend terminated.',
+        }),
+      );
+    }
+  }
+
+  private isQuiet(): boolean {
+    return this.pendingReady <= 0 && !this.unsynced && !this.copyIn && this.server!.reader.atBoundary;
+  }
+
+  /**
+   * The client is gone: give the server connection back, or drain it first.
+   * A client that leaves with answers still due leaves a connection that
+   * must not be lent until the last of them has arrived.
+   */
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    const server = this.server;
+    if (server === null) return;
+    server.socket.resume();
+    const pool = this.host.pool;
+    if (pool === null) {
+      this.server = null;
+      server.setOwner(null);
+      server.close();
+      return;
+    }
+    if (!this.clientReader.betweenBodies) {
+      // The client left in the middle of a message: the server waits for the
+      // rest of it, which will never come.
+      this.discardServer();
+      return;
+    }
+    if (this.isQuiet()) {
+      this.finishDrain();
+      return;
+    }
+    if (this.copyIn) server.socket.write(COPY_FAIL);
+    if (this.unsynced) {
+      server.socket.write(SYNC);
+      this.pendingReady++;
+      this.unsynced = false;
+    }
+    // Give a running statement a moment to finish, then cancel it; give up on
+    // the connection if it still has not answered.
+    let cancelled = false;
+    const tick = () => {
+      if (this.server !== server) return;
+      if (!cancelled) {
+        cancelled = true;
+        sendCancel(server.host, server.port, server.processId, server.secretKey);
+        this.drainTimer = setTimeout(tick, this.host.queryTimeoutMs);
+        return;
+      }
+      this.discardServer();
+    };
+    this.drainTimer = setTimeout(tick, 500);
+  }
+
+  private finishDrain(): void {
+    const server = this.server!;
+    const pool = this.host.pool!;
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+    this.server = null;
+    server.setOwner(null);
+    if (this.txStatus === 0x49 /* I */) {
+      pool.release(server);
+      return;
+    }
+    // Left inside a transaction block: roll it back before the reset.
+    server.runQuery('ROLLBACK', this.host.queryTimeoutMs).then(
+      (r) => (r.error === null && r.status === 0x49 ? pool.release(server) : pool.discard(server)),
+      () => pool.discard(server),
+    );
+  }
+
+  private discardServer(): void {
+    const server = this.server!;
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+    this.server = null;
+    this.host.pool!.discard(server);
+  }
+}

@@ -1,0 +1,503 @@
+import type { Logger } from 'pino';
+import { MessageReader, type FrameReader } from '../protocol/framing.ts';
+import { PgError, SqlState } from '../protocol/errors.ts';
+import { errorResponse, parseErrorFields, parseParameterStatus, query } from '../protocol/messages.ts';
+import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
+import { Relay, enum_ } from './replies.ts';
+import { ClientParams, REPORTED_SETTABLE, syncParametersQuery } from './params.ts';
+import { newBatch, inspect, type Batch, type BatchInfo } from './batch.ts';
+import { Translator } from './translate.ts';
+import type { StatementIds, ClientStatement } from './statements.ts';
+
+const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
+const COPY_FAIL = Buffer.from([0x66, 0, 0, 0, 28, ...Buffer.from('client left during COPY\0')]);
+/** A batch is sent once it holds this much, even without a Sync. */
+const MAX_BATCH_BYTES = 1 << 20;
+const I = 0x49;
+
+/** How a client's statements find a node; the single-node router answers 0. */
+export interface Router {
+  /** Node for a batch no open transaction ties to a node. */
+  route(info: BatchInfo, link: MuxLink): number | Promise<number>;
+  /** A transaction of this client that wrote has committed. */
+  noteWrite?(link: MuxLink): void;
+  /** A line for log_per_node_statement, or null when that is off. */
+  trace?(node: number, info: BatchInfo, batch: Batch): string | null;
+}
+
+export interface MuxHost {
+  readonly log: Logger;
+  readonly database: string;
+  readonly mode: 'session' | 'transaction' | 'statement';
+  readonly maxPrepared: number;
+  readonly onSessionState: 'pin' | 'error';
+  readonly queryTimeoutMs: number;
+  readonly maxPacketSize: number;
+  readonly statementIds: StatementIds;
+  readonly router: Router;
+  /** A logged-in server connection to `node` (from its pool). */
+  acquire(node: number): Promise<ServerConnection>;
+  /** Back to the pool; `reset` runs server_reset_query first. */
+  release(conn: ServerConnection, reset: boolean): void;
+  discard(conn: ServerConnection): void;
+  writeClient(chunks: Buffer[]): void;
+  pauseClient(): void;
+  resumeClient(): void;
+  /** Ends the client with this error. */
+  fatal(err: unknown): void;
+  /** The client sent Terminate. */
+  terminated(): void;
+  /** A notice for notice_per_node_statement. */
+  notice(text: string): Buffer | null;
+}
+
+/**
+ * The message-level forwarding loop of transaction and statement pooling
+ * (and of session pooling over several nodes). The client holds a server
+ * connection only from the first message of a transaction to the
+ * ReadyForQuery that ends it with nothing else pending; on each lend the
+ * connection first gets the client's parameters, and statement names are
+ * mapped so prepared statements follow the client from connection to
+ * connection.
+ */
+export class MuxLink implements ServerOwner {
+  readonly params: ClientParams;
+  readonly statements = new Map<string, ClientStatement>();
+  server: ServerConnection | null = null;
+  /** Node of `server`; connections parked per node in session mode. */
+  node = -1;
+  private readonly parked = new Map<number, ServerConnection>();
+  pinned: string | null = null;
+  /** A write committed at this time (read-your-writes). */
+  lastWriteAt = 0;
+
+  private readonly host: MuxHost;
+  private readonly reader: MessageReader;
+  private readonly relay: Relay;
+  private readonly tr: Translator;
+  private current: Batch = newBatch();
+  private readonly waiting: Batch[] = [];
+  private pumping = false;
+  private repump = false;
+  /** Extended-protocol messages reached the server since its last Sync. */
+  private unsynced = false;
+  private copyIn = false;
+  /** A message pgmux refused: the rest of the batch up to Sync is dropped. */
+  private skipping = false;
+  private closing = false;
+  private drainTimer: NodeJS.Timeout | null = null;
+
+  // Transaction bookkeeping, settled at the ReadyForQuery that ends it.
+  private txnSets: { name: string; value: string | null }[] = [];
+  private txnResetAll = false;
+  private txnFailed = false;
+  private txnWrote = false;
+  private txnClears: string[] = [];
+
+  constructor(host: MuxHost, startup: ReadonlyMap<string, string>, extraTracked: ReadonlySet<string>) {
+    this.host = host;
+    this.params = new ClientParams(startup, extraTracked);
+    this.reader = new MessageReader(host.maxPacketSize, FRONTEND_TYPES);
+    this.relay = new Relay((b) => this.host.writeClient([b]), {
+      onReady: (status, forwarded) => this.onReady(status, forwarded),
+      onParameterStatus: (body, forwarded) => this.onParameterStatus(body, forwarded),
+      onError: (body, forwarded) => this.onServerError(body, forwarded),
+      onOutOfStep: (type) => this.onOutOfStep(type),
+      onCopy: (type) => {
+        if (type === 0x47 /* CopyInResponse */) this.copyIn = true;
+      },
+    });
+    this.tr = new Translator(this.relay.queue, host, this.statements);
+  }
+
+  get database(): string {
+    return this.host.database;
+  }
+
+  get status(): number {
+    return this.relay.queue.status;
+  }
+
+  /** Nothing is owed by or to the server: the connection may change hands. */
+  private get quiet(): boolean {
+    return this.relay.queue.pendingFromServer === 0 && !this.unsynced && !this.copyIn;
+  }
+
+  /** The backend a CancelRequest should reach now, if any. */
+  busyServer(): ServerConnection | null {
+    return this.server !== null && !this.quiet ? this.server : null;
+  }
+
+  // -------------------------------------------------------------- client side
+
+  onClientData(chunk: Buffer): void {
+    if (this.host.log.isLevelEnabled('trace')) this.host.log.trace({ bytes: chunk.length, pumping: this.pumping, waiting: this.waiting.length, server: this.server?.id, q: this.relay.queue.length }, 'client data');
+    this.reader.feed(chunk, (type, msg) => this.onClientMessage(type, msg));
+  }
+
+  private onClientMessage(type: number, msg: Buffer): void {
+    if (type === 0x58 /* Terminate */) {
+      this.host.terminated();
+      return;
+    }
+    if (this.copyIn && this.server !== null && this.waiting.length === 0 && (type === 0x64 || type === 0x63 || type === 0x66)) {
+      // COPY FROM STDIN data goes straight on, in order.
+      if (type !== 0x64) this.copyIn = false;
+      this.server.socket.write(msg);
+      return;
+    }
+    if (this.skipping) {
+      if (type !== 0x53 /* Sync */) return;
+      this.skipping = false;
+    }
+    const b = this.current;
+    b.msgs.push({ type, msg });
+    b.bytes += msg.length;
+    if (type === 0x53 || type === 0x51 || type === 0x46 || type === 0x48 || type === 0x64 || type === 0x63 || type === 0x66 || b.bytes >= MAX_BATCH_BYTES) {
+      this.waiting.push(b);
+      this.current = newBatch();
+      if (this.waiting.length > 16) this.host.pauseClient();
+      this.pump();
+    }
+  }
+
+  private pump(): void {
+    if (this.pumping) {
+      this.repump = true;
+      return;
+    }
+    this.pumping = true;
+    this.pumpLoop()
+      .catch((err) => this.host.fatal(err))
+      .finally(() => {
+        this.pumping = false;
+        if (this.repump && !this.closing) {
+          this.repump = false;
+          this.pump();
+        }
+      });
+  }
+
+  private async pumpLoop(): Promise<void> {
+    while (this.waiting.length > 0 && !this.closing) {
+      const b = this.waiting[0];
+      b.info ??= inspect(b, this.statements);
+      const refusal = this.refusal(b.info);
+      if (refusal !== null) {
+        this.waiting.shift();
+        this.refuse(b, refusal);
+        continue;
+      }
+      if (this.server === null && this.status === I && !this.unsynced && this.tr.answerAlone(b)) {
+        this.waiting.shift();
+        continue;
+      }
+      const target = await this.chooseNode(b);
+      if (this.closing) return;
+      if (this.server !== null && this.node !== target) {
+        // Replies come back in order only if one node answers at a time.
+        if (!this.quiet) return;
+        this.stepAway();
+      }
+      if (this.server === null) {
+        await this.lend(target);
+        if (this.closing) return;
+      }
+      this.waiting.shift();
+      if (this.host.log.isLevelEnabled('trace')) this.host.log.trace({ node: this.node, server: this.server?.id, types: b.msgs.map((m) => String.fromCharCode(m.type)).join('') }, 'send batch');
+      this.send(b, b.info);
+    }
+    if (this.waiting.length <= 4) this.host.resumeClient();
+  }
+
+  /** Where a batch goes: where the transaction is, else the router's choice. */
+  private async chooseNode(b: Batch): Promise<number> {
+    if (this.server !== null) {
+      const tied = this.unsynced || this.status !== I || this.pinned !== null || this.copyIn || !b.info!.hasSql;
+      if (tied) return this.node;
+    }
+    if (this.pinned !== null) return this.node >= 0 ? this.node : this.host.router.route(b.info!, this);
+    return this.host.router.route(b.info!, this);
+  }
+
+  /** Why pgmux will not send this batch in the current mode, or null. */
+  private refusal(info: BatchInfo): PgError | null {
+    if (this.host.mode === 'statement' && info.transaction.some((t) => t.startsWith('begin'))) {
+      return new PgError(SqlState.FEATURE_NOT_SUPPORTED, 'transaction blocks are not allowed in statement pooling mode', {
+        hint: 'Use pool_mode = transaction for this user or endpoint.',
+      });
+    }
+    const state = this.sessionStateOf(info);
+    if (state !== null && this.host.mode !== 'session' && this.host.onSessionState === 'error' && this.pinned === null) {
+      return new PgError(SqlState.FEATURE_NOT_SUPPORTED, `${state} is not allowed in ${this.host.mode} pooling mode`, {
+        detail: 'It would leave state on a server connection that other clients share.',
+        hint: 'Use session pooling for this client, or set on_session_state = pin.',
+      });
+    }
+    return null;
+  }
+
+  /** Session state a batch leaves: state-keeping statements and SETs pgmux cannot follow. */
+  private sessionStateOf(info: BatchInfo): string | null {
+    if (info.sessionState !== null) return info.sessionState;
+    for (const s of info.sets) if (!this.params.tracks(s.name)) return `SET ${s.name}`;
+    return null;
+  }
+
+  /** Answers a refused batch with its error, as PostgreSQL would answer a failed statement. */
+  private refuse(b: Batch, err: PgError): void {
+    const q = this.relay.queue;
+    q.push({ kind: enum_.synth, type: 0x45, bytes: errorResponse(err.fields()) });
+    const last = b.msgs[b.msgs.length - 1].type;
+    if (last === 0x51 || last === 0x46) q.push({ kind: enum_.synth, type: 0x53, bytes: null });
+    else if (last === 0x53) this.endExtendedRun();
+    else this.skipping = true;
+  }
+
+  /** A Sync after a refusal: the server syncs only if part of the run reached it. */
+  private endExtendedRun(): void {
+    if (this.unsynced && this.server !== null) {
+      this.server.socket.write(Buffer.from([0x53, 0, 0, 0, 4]));
+      this.relay.queue.push({ kind: enum_.forward, type: 0x53 });
+      this.unsynced = false;
+    } else {
+      this.relay.queue.push({ kind: enum_.synth, type: 0x53, bytes: null });
+    }
+  }
+
+  private async lend(node: number): Promise<void> {
+    let conn = this.parked.get(node);
+    if (conn !== undefined) this.parked.delete(node);
+    else conn = await this.host.acquire(node);
+    if (this.closing) {
+      this.host.release(conn, false);
+      return;
+    }
+    this.server = conn;
+    this.node = node;
+    conn.setOwner(this);
+    const q = syncParametersQuery(this.params.want, conn);
+    if (q !== null) {
+      conn.socket.write(query(q));
+      this.relay.queue.push({ kind: enum_.swallow, type: 0x51 });
+    }
+  }
+
+  /** Lets go of the current connection before another node serves the client. */
+  private stepAway(): void {
+    const conn = this.server!;
+    this.server = null;
+    this.relay.reset();
+    if (this.host.mode === 'session') {
+      conn.setOwner(this);
+      this.parked.set(this.node, conn);
+    } else {
+      conn.setOwner(null);
+      this.host.release(conn, false);
+    }
+  }
+
+  private send(b: Batch, info: BatchInfo): void {
+    const conn = this.server!;
+    const state = this.sessionStateOf(info);
+    if (state !== null && this.pinned === null) {
+      // In session mode over several nodes a pin keeps the session on the
+      // node that holds its state.
+      this.pinned = state;
+      this.host.log.info({ reason: state, server: conn.id }, 'server connection pinned to client');
+    }
+    for (const s of info.sets) if (!REPORTED_SETTABLE.has(s.name) && this.params.tracks(s.name)) this.txnSets.push(s);
+    if (info.resetAll) this.txnResetAll = true;
+    if (info.transaction.includes('rollback')) this.txnFailed = true;
+    if (!info.readOnly) this.txnWrote = true;
+    this.txnClears.push(...info.clears);
+    const trace = this.host.router.trace?.(this.node, info, b) ?? null;
+    if (trace !== null) {
+      const n = this.host.notice(trace);
+      if (n !== null) this.relay.queue.push({ kind: enum_.synth, type: 0x4e, bytes: n });
+    }
+    const out = this.tr.translate(b, conn, this.unsynced);
+    if (out.unsynced !== null) this.unsynced = out.unsynced;
+    if (out.refusedUntilSync) this.skipping = true;
+    if (out.chunks.length > 0) {
+      const ok = conn.socket.write(out.chunks.length === 1 ? out.chunks[0] : Buffer.concat(out.chunks));
+      if (!ok) {
+        this.host.pauseClient();
+        conn.socket.once('drain', () => this.host.resumeClient());
+      }
+    }
+  }
+
+  // -------------------------------------------------------------- server side
+
+  onMessage(): boolean {
+    return true;
+  }
+
+  onServerChunk(): void {}
+
+  onRawChunk(chunk: Buffer, reader: FrameReader): void {
+    const out = this.relay.feed(reader, chunk);
+    if (!this.closing && out.length > 0) this.host.writeClient(out);
+  }
+
+  private onParameterStatus(body: Buffer, forwarded: boolean): boolean {
+    const [name, value] = parseParameterStatus(body);
+    const conn = this.server;
+    conn?.parameters.set(name, value);
+    const lc = name.toLowerCase();
+    if (REPORTED_SETTABLE.has(lc) && (forwarded || this.params.want.has(lc))) {
+      // The server's spelling wins (TimeZone 'utc' is reported as 'UTC').
+      this.params.want.set(lc, value);
+      conn?.sessionSets.set(lc, value);
+    }
+    if (this.params.reported.get(name) === value) return false;
+    this.params.reported.set(name, value);
+    return true;
+  }
+
+  private onServerError(body: Buffer, forwarded: boolean): void {
+    this.txnFailed = true;
+    if (!forwarded) {
+      const f = parseErrorFields(body);
+      this.host.log.warn({ code: f.get('C'), message: f.get('M') }, 'query pgmux sent for the client failed');
+    }
+  }
+
+  private onReady(status: number, forwarded: boolean): void {
+    if (forwarded && status === I) this.settleTransaction();
+    queueMicrotask(() => this.afterReady());
+  }
+
+  /** A transaction ended: what it set stays only if it committed. */
+  private settleTransaction(): void {
+    const conn = this.server;
+    if (!this.txnFailed) {
+      if (this.txnResetAll) {
+        for (const name of [...this.params.want.keys()]) if (!REPORTED_SETTABLE.has(name)) this.params.want.delete(name);
+        conn?.sessionSets.clear();
+      }
+      for (const { name, value } of this.txnSets) {
+        if (value === null) {
+          this.params.want.delete(name);
+          conn?.sessionSets.delete(name);
+        } else {
+          this.params.want.set(name, value);
+          conn?.sessionSets.set(name, value);
+        }
+      }
+      if (conn !== null && (this.txnClears.includes('all') || this.txnClears.includes('plans'))) conn.prepared.clear();
+      if (this.txnClears.includes('all')) {
+        conn?.sessionSets.clear();
+        this.pinned = null;
+      }
+      if (this.txnWrote) {
+        this.lastWriteAt = Date.now();
+        this.host.router.noteWrite?.(this);
+      }
+    }
+    this.txnSets = [];
+    this.txnResetAll = false;
+    this.txnFailed = false;
+    this.txnWrote = false;
+    this.txnClears = [];
+  }
+
+  private afterReady(): void {
+    if (this.host.log.isLevelEnabled('trace')) this.host.log.trace({ status: this.status, quiet: this.quiet, waiting: this.waiting.length, pinned: this.pinned, server: this.server?.id }, 'ready');
+    if (this.closing) {
+      this.finishDrainIfQuiet();
+      return;
+    }
+    const conn = this.server;
+    if (conn !== null && this.host.mode !== 'session' && this.pinned === null && this.quiet && this.status === I && this.waiting.length === 0) {
+      this.server = null;
+      this.relay.reset();
+      conn.setOwner(null);
+      this.host.release(conn, false);
+    }
+    this.pump();
+  }
+
+  private onOutOfStep(type: number): void {
+    const conn = this.server;
+    this.host.log.error({ type: String.fromCharCode(type) }, 'server sent a message nobody asked for');
+    if (conn !== null) {
+      this.server = null;
+      this.host.discard(conn);
+    }
+    this.host.fatal(new PgError(SqlState.PROTOCOL_VIOLATION, 'server connection out of step; closed'));
+  }
+
+  onServerClose(): void {
+    const conn = this.server;
+    if (conn === null) return;
+    this.server = null;
+    this.host.discard(conn);
+    if (this.closing) return;
+    this.host.fatal(
+      new PgError(SqlState.CONNECTION_FAILURE, 'server closed the connection unexpectedly', {
+        hint: 'The server may have been restarted or the backend terminated.',
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------------ the end
+
+  /**
+   * The client is gone: give back what it held. A connection with answers
+   * still due is drained first (a running statement is cancelled after a
+   * moment), an open transaction rolled back; anything unclear closes it.
+   */
+  close(cancel: (conn: ServerConnection) => void): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.waiting.length = 0;
+    for (const conn of this.parked.values()) {
+      conn.setOwner(null);
+      this.host.release(conn, true);
+    }
+    this.parked.clear();
+    const conn = this.server;
+    if (conn === null) return;
+    if (this.copyIn) {
+      conn.socket.write(COPY_FAIL);
+      this.copyIn = false;
+    }
+    if (this.unsynced) this.endExtendedRun();
+    if (this.finishDrainIfQuiet()) return;
+    let cancelled = false;
+    const tick = () => {
+      if (this.server !== conn) return;
+      if (!cancelled) {
+        cancelled = true;
+        cancel(conn);
+        this.drainTimer = setTimeout(tick, this.host.queryTimeoutMs);
+        return;
+      }
+      this.server = null;
+      this.host.discard(conn);
+    };
+    this.drainTimer = setTimeout(tick, 500);
+  }
+
+  private finishDrainIfQuiet(): boolean {
+    const conn = this.server;
+    if (conn === null) return true;
+    if (!this.quiet) return false;
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+    this.server = null;
+    conn.setOwner(null);
+    // A pinned connection carries the client's session state: reset it.
+    const reset = this.pinned !== null || this.host.mode === 'session';
+    if (this.status === I) {
+      this.host.release(conn, reset);
+      return true;
+    }
+    conn.runQuery('ROLLBACK', this.host.queryTimeoutMs).then(
+      (r) => (r.error === null && r.status === I ? this.host.release(conn, reset) : this.host.discard(conn)),
+      () => this.host.discard(conn),
+    );
+    return true;
+  }
+}

@@ -1,0 +1,282 @@
+import type { FrameReader } from '../protocol/framing.ts';
+import { readyForQuery } from '../protocol/messages.ts';
+
+/**
+ * What a client expects back, in order, for the messages pgmux sent on its
+ * behalf, and the relay that turns a server's byte stream into exactly that.
+ *
+ * Each message sent to the server (or answered by pgmux itself) gets an
+ * entry. The server's replies are matched to the entry at the head: passed
+ * on for the client's own messages, dropped for those pgmux injected (a
+ * lazily prepared statement, the Close of an evicted one, the SET that
+ * carries the client's parameters), and replies pgmux makes up (ParseComplete
+ * for a statement already prepared on this connection, CloseComplete) are
+ * written when their entry reaches the head, so the client sees the order
+ * PostgreSQL itself would produce.
+ */
+export const enum_ = { forward: 0, swallow: 1, synth: 2 } as const;
+type Kind = (typeof enum_)[keyof typeof enum_];
+
+export interface Entry {
+  kind: Kind;
+  /** The frontend message type this entry answers ('P', 'B', 'D', 'E', 'C', 'S', 'Q', 'F'). */
+  type: number;
+  /** synth: the reply, or null for a ReadyForQuery with the current status. */
+  bytes?: Buffer | null;
+  /** Called when the server reports an error for this entry (e.g. a Parse that failed). */
+  onError?: () => void;
+  /** Called when the server completes this entry without error. */
+  onDone?: () => void;
+}
+
+const Z = 0x5a;
+const E = 0x45;
+const S_PARAM = 0x53;
+
+/** Whether `reply` completes the entry for frontend message `type`. */
+function completes(type: number, reply: number): boolean {
+  switch (type) {
+    case 0x50 /* Parse */:
+      return reply === 0x31;
+    case 0x42 /* Bind */:
+      return reply === 0x32;
+    case 0x43 /* Close */:
+      return reply === 0x33;
+    case 0x44 /* Describe */:
+      return reply === 0x54 /* RowDescription */ || reply === 0x6e /* NoData */;
+    case 0x45 /* Execute */:
+      return reply === 0x43 /* CommandComplete */ || reply === 0x49 /* EmptyQuery */ || reply === 0x73 /* PortalSuspended */;
+    default:
+      // Sync, Query, FunctionCall: ReadyForQuery.
+      return reply === Z;
+  }
+}
+
+/** Frontend messages whose error makes the server skip to the next Sync. */
+function isExtended(type: number): boolean {
+  return type !== 0x53 && type !== 0x51 && type !== 0x46;
+}
+
+export interface RelayEvents {
+  /** A ReadyForQuery the client will see (or that ended an injected query). */
+  onReady(status: number, forwarded: boolean): void;
+  /** ParameterStatus from the server; return true to pass it on to the client. */
+  onParameterStatus(body: Buffer, forwarded: boolean): boolean;
+  /** The first ErrorResponse body of a client's statement, for bookkeeping. */
+  onError(body: Buffer, forwarded: boolean): void;
+  /** The server sent something no entry expects: the stream cannot be trusted. */
+  onOutOfStep(type: number): void;
+  /** CopyInResponse / CopyOutResponse / CopyBothResponse / CopyDone seen. */
+  onCopy(type: number): void;
+}
+
+export class ReplyQueue {
+  private readonly entries: Entry[] = [];
+  private head = 0;
+  /** Transaction status of the last ReadyForQuery, for synthesized ones. */
+  status = 0x49;
+
+  private readonly write: (b: Buffer) => void;
+  private readonly events: RelayEvents;
+
+  constructor(write: (b: Buffer) => void, events: RelayEvents) {
+    this.write = write;
+    this.events = events;
+  }
+
+  get length(): number {
+    return this.entries.length - this.head;
+  }
+
+  /** Entries still waiting for a server reply (synthesized ones excluded). */
+  get pendingFromServer(): number {
+    let n = 0;
+    for (let i = this.head; i < this.entries.length; i++) if (this.entries[i].kind !== enum_.synth) n++;
+    return n;
+  }
+
+  push(e: Entry): void {
+    this.entries.push(e);
+    if (this.length === 1) this.emitSynth();
+  }
+
+  private peek(): Entry | undefined {
+    return this.entries[this.head];
+  }
+
+  private pop(): void {
+    this.head++;
+    if (this.head > 64 && this.head * 2 > this.entries.length) {
+      this.entries.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Writes made-up replies that have reached the head. */
+  private emitSynth(): void {
+    for (let e = this.peek(); e !== undefined && e.kind === enum_.synth; e = this.peek()) {
+      this.pop();
+      this.write(e.bytes ?? readyForQuery(String.fromCharCode(this.status) as 'I'));
+    }
+  }
+
+  /** After an error in the extended protocol the server skips to Sync; so do the entries. */
+  private skipToSync(): void {
+    for (let e = this.peek(); e !== undefined && isExtended(e.type); e = this.peek()) {
+      // A skipped Parse creates nothing, like a failed one.
+      e.onError?.();
+      this.pop();
+    }
+  }
+
+  /**
+   * Decides one complete server message: true to pass it to the client.
+   * Made-up replies due before it are written first.
+   */
+  decide(type: number, body: Buffer | null): boolean {
+    this.emitSynth();
+    const e = this.peek();
+    if (e === undefined) {
+      // Between requests only asynchronous messages may arrive.
+      if (type === 0x4e /* Notice */ || type === 0x41 /* Notification */) return true;
+      if (type === S_PARAM) return this.events.onParameterStatus(body!, true);
+      this.events.onOutOfStep(type);
+      return false;
+    }
+    const forward = e.kind === enum_.forward;
+    switch (type) {
+      case S_PARAM:
+        return this.events.onParameterStatus(body!, forward);
+      case E:
+        e.onError?.();
+        this.events.onError(body!, forward);
+        if (isExtended(e.type)) {
+          this.pop();
+          this.skipToSync();
+        }
+        // An injected query's error still reaches the client: it explains
+        // why the client's own statement will not run as expected.
+        this.emitSynthAfter();
+        return true;
+      case 0x47 /* CopyIn */:
+      case 0x48 /* CopyOut */:
+      case 0x57 /* CopyBoth */:
+        this.events.onCopy(type);
+        return forward;
+      default:
+        break;
+    }
+    if (completes(e.type, type)) {
+      e.onDone?.();
+      this.pop();
+      if (type === Z) {
+        this.status = body![0];
+        this.events.onReady(this.status, forward);
+      }
+      this.emitSynthAfter();
+    }
+    return forward;
+  }
+
+  /** Synthesized replies right after this message must follow it, not precede it. */
+  private synthDue = false;
+  private emitSynthAfter(): void {
+    this.synthDue = this.peek()?.kind === enum_.synth;
+  }
+
+  /** Called by the relay once the decided message has been queued for the client. */
+  afterMessage(): void {
+    if (this.synthDue) {
+      this.synthDue = false;
+      this.emitSynth();
+    }
+  }
+
+  /** Whether a message of `type` may be forwarded before it is complete. */
+  streamable(type: number): boolean {
+    const e = this.peek();
+    return e !== undefined && e.kind === enum_.forward && type !== S_PARAM && type !== E;
+  }
+}
+
+/**
+ * Cuts a server's chunks into what the client gets: forwarded messages
+ * stay views into the chunks (a 64 MB DataRow streams through), dropped
+ * ones are cut out, made-up ones are inserted by the queue.
+ */
+export class Relay {
+  private held: Buffer[] = [];
+  private out: Buffer[] = [];
+  private chunk: Buffer = Buffer.alloc(0);
+  private cursor = 0;
+  private feeding = false;
+  readonly queue: ReplyQueue;
+  private readonly write: (b: Buffer) => void;
+
+  /** `write` sends to the client; replies made up outside a feed go straight there. */
+  constructor(write: (b: Buffer) => void, events: RelayEvents) {
+    this.write = write;
+    this.queue = new ReplyQueue((b) => this.insert(b), events);
+  }
+
+  /** Queue's writer: made-up replies land between the forwarded slices. */
+  private insert(b: Buffer): void {
+    if (this.feeding) this.out.push(b);
+    else this.write(b);
+  }
+
+  /** Feeds one server chunk through `reader`; returns what to write to the client. */
+  feed(reader: FrameReader, chunk: Buffer): Buffer[] {
+    this.chunk = chunk;
+    this.cursor = 0;
+    this.feeding = true;
+    try {
+      reader.feed(chunk, this);
+    } finally {
+      this.feeding = false;
+    }
+    const n = chunk.length;
+    if (this.cursor < n) {
+      const partial = reader.partialSize;
+      const type = reader.partialType;
+      if (partial > 0 && (type === -1 || !this.queue.streamable(type))) {
+        // Its fate is decided when it is whole: hold its bytes back.
+        const from = Math.max(this.cursor, n - partial);
+        if (from > this.cursor) this.out.push(chunk.subarray(this.cursor, from));
+        this.held.push(chunk.subarray(from));
+      } else {
+        this.flushHeld();
+        this.out.push(chunk.subarray(this.cursor));
+      }
+    }
+    const out = this.out;
+    this.out = [];
+    return out;
+  }
+
+  onMessage(type: number, body: Buffer | null, end: number, size: number): void {
+    const start = end - size;
+    const keep = this.queue.decide(type, body);
+    if (keep) {
+      this.flushHeld();
+      this.out.push(this.chunk.subarray(this.cursor, end));
+    } else {
+      this.held = [];
+      if (start > this.cursor) this.out.push(this.chunk.subarray(this.cursor, start));
+    }
+    this.cursor = end;
+    this.queue.afterMessage();
+  }
+
+  private flushHeld(): void {
+    if (this.held.length === 0) return;
+    for (const h of this.held) this.out.push(h);
+    this.held = [];
+  }
+
+  /** Drops anything held (the connection is going away or changing hands). */
+  reset(): void {
+    this.held = [];
+    this.out = [];
+  }
+}

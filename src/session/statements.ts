@@ -1,0 +1,114 @@
+/**
+ * Prepared statements in transaction mode. A client's statement names mean
+ * nothing on a server connection it borrows, so pgmux gives every distinct
+ * (query, parameter types) pair one server-side name, prepares it lazily on
+ * the connection that needs it and remembers per connection what is there.
+ */
+
+/** Server-side name for a statement id; clients never see it. */
+export function serverStatementName(id: number): string {
+  return `pgmux_${id}`;
+}
+
+/**
+ * Ids for statement texts, shared by all clients so that two clients
+ * preparing the same query reuse one server-side statement. Bounded: the
+ * oldest texts are forgotten (connections that still hold them evict them
+ * like any other).
+ */
+export class StatementIds {
+  private readonly ids = new Map<string, number>();
+  /** Ids a server has accepted a Parse for: known to be valid SQL. */
+  private readonly valid = new Set<number>();
+  private next = 1;
+  private readonly max: number;
+
+  constructor(max = 100_000) {
+    this.max = max;
+  }
+
+  /** `rest` is the Parse message after the statement name: query and parameter types. */
+  idFor(rest: Buffer): number {
+    const key = rest.toString('latin1');
+    let id = this.ids.get(key);
+    if (id === undefined) {
+      id = this.next++;
+      this.ids.set(key, id);
+      if (this.ids.size > this.max) {
+        const oldest = this.ids.entries().next().value!;
+        this.ids.delete(oldest[0]);
+        this.valid.delete(oldest[1]);
+      }
+    }
+    return id;
+  }
+
+  /** An id whose text exists (idFor was called for it before), or undefined. */
+  known(rest: Buffer): number | undefined {
+    return this.ids.get(rest.toString('latin1'));
+  }
+
+  markValid(id: number): void {
+    this.valid.add(id);
+  }
+
+  isValid(id: number): boolean {
+    return this.valid.has(id);
+  }
+}
+
+/** A statement a client prepared, enough to prepare it again anywhere. */
+export interface ClientStatement {
+  id: number;
+  /** Query and parameter types as the client sent them (a copy). */
+  rest: Buffer;
+  sql: string;
+}
+
+/**
+ * The statements prepared on one server connection, least recently used
+ * first (a Map keeps insertion order; a use moves the entry to the end).
+ */
+export class PreparedOnServer {
+  private readonly ids = new Map<number, true>();
+
+  has(id: number): boolean {
+    return this.ids.has(id);
+  }
+
+  /** Marks `id` as just used. */
+  touch(id: number): void {
+    this.ids.delete(id);
+    this.ids.set(id, true);
+  }
+
+  add(id: number): void {
+    this.touch(id);
+  }
+
+  delete(id: number): void {
+    this.ids.delete(id);
+  }
+
+  /** Ids to close so that one more fits under `max` (least recently used first). */
+  evictFor(max: number): number[] {
+    const out: number[] = [];
+    const it = this.ids.keys();
+    while (this.ids.size - out.length >= max) {
+      const next = it.next();
+      if (next.done) break;
+      out.push(next.value);
+    }
+    for (const id of out) this.ids.delete(id);
+    return out;
+  }
+
+  /** DISCARD ALL or DEALLOCATE ALL ran: nothing is prepared any more. */
+  clear(): void {
+    this.ids.clear();
+  }
+
+  get size(): number {
+    return this.ids.size;
+  }
+}

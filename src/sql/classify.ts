@@ -1,0 +1,133 @@
+import { loadModule, parseSync } from 'libpg-query';
+
+/**
+ * What a statement text does, read with PostgreSQL's own parser
+ * (libpg-query): whether it only reads, which session parameters it sets,
+ * which transaction control it holds, what session state it leaves behind
+ * and which user functions it calls. Results are cached by text.
+ */
+export interface Classification {
+  readOnly: boolean;
+  writeReason: string | null;
+  functions: string[];
+  transaction: string[];
+  sets: { name: string; value: string | null }[];
+  resetAll: boolean;
+  sessionState: string | null;
+  clears: string[];
+  parseError: boolean;
+  statements: number;
+}
+
+let loaded: Promise<void> | null = null;
+/** Loads the parser (WASM) once; classify() needs it loaded. */
+export function loadClassifier(): Promise<void> {
+  loaded ??= loadModule();
+  return loaded;
+}
+
+/** Built-in functions that may run on a replica (no writes, no session state). */
+const SAFE = new Set(['now', 'count', 'sum', 'random', 'pg_sleep', 'inet_server_port', 'current_setting', 'pg_backend_pid', 'generate_series', 'md5', 'repeat', 'length', 'array_to_string', 'pg_listening_channels', 'pg_table_is_visible', 'pg_is_in_recovery']);
+/** Built-in functions that write, take locks or need the primary's state. */
+const WRITE_FUNCS = new Set(['nextval', 'setval', 'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_advisory_unlock', 'pg_advisory_unlock_all', 'pg_notify', 'txid_current']);
+
+function walk(node: unknown, visit: (k: string, v: Record<string, unknown>) => void): void {
+  if (Array.isArray(node)) for (const n of node) walk(n, visit);
+  else if (node !== null && typeof node === 'object') {
+    for (const [k, v] of Object.entries(node)) {
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) visit(k, v as Record<string, unknown>);
+      walk(v, visit);
+    }
+  }
+}
+
+function argText(a: unknown): string {
+  const c = (a as { A_Const?: Record<string, Record<string, unknown>> }).A_Const;
+  if (!c) return '';
+  if (c.sval) return String(c.sval.sval);
+  if (c.ival) return String(c.ival.ival ?? 0);
+  if (c.fval) return String(c.fval.fval);
+  return '';
+}
+
+const cache = new Map<string, Classification>();
+export function classify(sql: string): Classification {
+  const hit = cache.get(sql);
+  if (hit) return hit;
+  const out: Classification = { readOnly: true, writeReason: null, functions: [], transaction: [], sets: [], resetAll: false, sessionState: null, clears: [], parseError: false, statements: 0 };
+  let tree: { stmts?: { stmt: Record<string, Record<string, unknown>> }[] };
+  try {
+    tree = parseSync(sql) as unknown as typeof tree;
+  } catch {
+    out.parseError = true;
+    out.readOnly = false;
+    out.writeReason = 'syntax error';
+    return out;
+  }
+  for (const { stmt } of tree.stmts ?? []) {
+    out.statements++;
+    const [kind, body] = Object.entries(stmt)[0];
+    const write = (why: string) => {
+      out.readOnly = false;
+      out.writeReason ??= why;
+    };
+    switch (kind) {
+      case 'SelectStmt':
+        if (body.lockingClause) write('locking clause');
+        if (body.intoClause) write('SELECT INTO');
+        break;
+      case 'VariableSetStmt':
+        if (body.is_local) break;
+        if (body.kind === 'VAR_RESET_ALL') out.resetAll = true;
+        else if (body.kind === 'VAR_RESET' || body.kind === 'VAR_SET_DEFAULT') out.sets.push({ name: String(body.name).toLowerCase(), value: null });
+        else if (body.kind === 'VAR_SET_VALUE') out.sets.push({ name: String(body.name).toLowerCase(), value: ((body.args as unknown[]) ?? []).map(argText).join(', ') });
+        else out.sessionState = `SET ${String(body.name)}`;
+        break;
+      case 'VariableShowStmt':
+        break;
+      case 'TransactionStmt': {
+        const k = String(body.kind);
+        const ro = JSON.stringify(body.options ?? []).includes('transaction_read_only');
+        if (k === 'TRANS_STMT_BEGIN' || k === 'TRANS_STMT_START') out.transaction.push(ro ? 'begin_read_only' : 'begin');
+        else if (k === 'TRANS_STMT_COMMIT') out.transaction.push('commit');
+        else if (k === 'TRANS_STMT_ROLLBACK') out.transaction.push('rollback');
+        else out.transaction.push(k.toLowerCase());
+        break;
+      }
+      case 'ListenStmt':
+        out.sessionState ??= 'LISTEN';
+        write('LISTEN');
+        break;
+      case 'PrepareStmt':
+        out.sessionState ??= 'PREPARE';
+        write('PREPARE');
+        break;
+      case 'DeclareCursorStmt':
+        if (((body.options as number) & 0x20) !== 0) out.sessionState ??= 'DECLARE WITH HOLD';
+        write('DECLARE');
+        break;
+      case 'CreateStmt':
+      case 'CreateTableAsStmt':
+        if (JSON.stringify(body).includes('"relpersistence":"t"')) out.sessionState ??= 'CREATE TEMP TABLE';
+        write(kind);
+        break;
+      case 'DiscardStmt':
+        out.clears.push(String(body.target).replace('DISCARD_', '').toLowerCase());
+        write('DISCARD');
+        break;
+      default:
+        write(kind);
+    }
+    walk(body, (k, v) => {
+      if (k !== 'FuncCall') return;
+      const names = ((v.funcname as { String: { sval: string } }[]) ?? []).map((n) => n.String.sval.toLowerCase());
+      const name = names[names.length - 1];
+      if (name.startsWith('pg_advisory_lock') || name.startsWith('pg_try_advisory_lock')) out.sessionState ??= 'pg_advisory_lock';
+      if (WRITE_FUNCS.has(name)) write(name);
+      else if (!SAFE.has(name) && !(names.length === 2 && names[0] === 'pg_catalog')) out.functions.push(names.join('.'));
+    });
+  }
+  if (cache.size > 10000) cache.clear();
+  cache.set(sql, out);
+  return out;
+}
