@@ -14,7 +14,14 @@ import type { PoolMode, SessionContext, SessionSettings } from './session/contex
 import { PgError, SqlState } from './protocol/errors.ts';
 import { loadClassifier } from './sql/classify.ts';
 import { StatementIds } from './session/statements.ts';
+import { NodeMonitor } from './routing/node-monitor.ts';
+import { ReplicaRouter, type VolatilitySource } from './routing/router.ts';
+import { FunctionVolatility } from './sql/volatility.ts';
+import pg from 'pg';
 import type { EndpointRouter } from './session/context.ts';
+
+/** Without a user to read pg_proc with, every function counts as VOLATILE. */
+const NO_CATALOG: VolatilitySource = { cached: () => false, allReadOnly: async () => false };
 
 /** One node, the primary, for everything. */
 const SINGLE_NODE: EndpointRouter = { spreadsReads: false, primaryNode: () => 0, route: () => 0 };
@@ -51,6 +58,9 @@ export class PgmuxServer {
   private readonly admitted = new Set<ClientSession>();
   private sessionSettings: SessionSettings;
   readonly ctx: SessionContext;
+  /** Routers of endpoints with replicas, and the monitors behind them. */
+  private readonly routers = new Map<string, EndpointRouter>();
+  readonly monitors = new Map<string, NodeMonitor>();
 
   constructor(config: Config, opts: { logger?: Logger } = {}) {
     this.config = config;
@@ -94,13 +104,78 @@ export class PgmuxServer {
         this.sessions.delete(session);
         this.admitted.delete(session);
       },
-      routerFor: () => SINGLE_NODE,
+      routerFor: (endpoint) => this.routers.get(endpoint) ?? SINGLE_NODE,
       statementIds: new StatementIds(),
     };
+    this.makeRouters();
     this.listener = net.createServer({ noDelay: true }, (socket) => {
       const session = new ClientSession(socket, this.ctx);
       this.sessions.add(session);
     });
+  }
+
+  /** A monitor and router per endpoint that has replicas and balances reads. */
+  private makeRouters(): void {
+    const c = this.config;
+    const checkUser = c.health_check_user ?? c.auth_user;
+    const login = checkUser === undefined ? null : { user: checkUser, password: c.users[checkUser]?.password };
+    for (const [name, ep] of Object.entries(c.endpoints)) {
+      const loadBalance = ep.load_balance ?? c.load_balance;
+      if (ep.nodes.length < 2 || loadBalance === 'off') continue;
+      const nodes = this.endpointMap.get(name)!.nodes;
+      const monitor = new NodeMonitor(
+        nodes.map((n, i) => ({ host: n.host, port: n.port, weight: ep.weights?.[i] ?? 1 })),
+        {
+          login,
+          healthCheckPeriodMs: s(c.health_check_period),
+          healthCheckTimeoutMs: s(c.health_check_timeout),
+          maxRetries: c.health_check_max_retries,
+          replicationCheckPeriodMs: s(c.replication_check_period),
+          maxReplicaLagMs: s(c.max_replica_lag),
+          log: this.log.child({ endpoint: name }),
+        },
+      );
+      const volatility = new Map<string, VolatilitySource>();
+      const volatilityFor = (database: string): VolatilitySource => {
+        let v = volatility.get(database);
+        if (v === undefined) {
+          v = login === null ? NO_CATALOG : new FunctionVolatility((sql, params) => this.catalogQuery(monitor, nodes, login, database, sql, params));
+          volatility.set(database, v);
+        }
+        return v;
+      };
+      this.monitors.set(name, monitor);
+      this.routers.set(
+        name,
+        new ReplicaRouter(monitor, volatilityFor, {
+          loadBalance,
+          readYourWrites: c.read_your_writes === 'lsn',
+          logPerNodeStatement: c.log_per_node_statement,
+          noticePerNodeStatement: c.notice_per_node_statement,
+          log: this.log.child({ endpoint: name }),
+        }),
+      );
+    }
+  }
+
+  /** One catalog query on the endpoint's current primary, as the health-check user. */
+  private async catalogQuery(
+    monitor: NodeMonitor,
+    nodes: readonly { host: string; port: number }[],
+    login: { user: string; password?: string },
+    database: string,
+    sql: string,
+    params: unknown[],
+  ): Promise<Record<string, unknown>[]> {
+    const node = nodes[monitor.primaryIndex()];
+    const client = new pg.Client({ host: node.host, port: node.port, user: login.user, password: login.password, database });
+    client.on('error', () => {});
+    await client.connect();
+    try {
+      return (await client.query(sql, params)).rows;
+    } finally {
+      await client.end().catch(() => {});
+    }
   }
 
   private makeSessionSettings(): SessionSettings {
@@ -160,6 +235,7 @@ export class PgmuxServer {
 
   async start(): Promise<{ host: string; port: number }> {
     await Promise.all([this.credentials.load(), loadClassifier()]);
+    await Promise.all([...this.monitors.values()].map((m) => m.start()));
     const { host, port } = parseListen(this.config.listen);
     await new Promise<void>((resolve, reject) => {
       this.listener.once('error', reject);
@@ -181,6 +257,7 @@ export class PgmuxServer {
     const err = new PgError(SqlState.ADMIN_SHUTDOWN, 'pgmux is shutting down');
     for (const session of this.sessions) session.fatal(err);
     await closed;
+    for (const m of this.monitors.values()) m.stop();
     this.pools.close(err);
     // Server connections released by the sessions above are reset first;
     // give them a moment, then close what is left.

@@ -104,6 +104,10 @@ const BASE_SETTINGS: Record<string, string> = {
   listen_addresses: HOST,
   wal_level: 'replica',
   max_wal_senders: '10',
+  // Keeps the WAL a base backup or a briefly stopped replica still needs:
+  // without it a checkpoint during pg_basebackup can remove a segment the
+  // backup has yet to stream.
+  wal_keep_size: '256MB',
   hot_standby: 'on',
   fsync: 'off',
   synchronous_commit: 'off',

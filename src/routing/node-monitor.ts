@@ -1,0 +1,267 @@
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { NodeView } from './router.ts';
+
+/** 'X/Y' (a pg_lsn) as a number of bytes. */
+export function parseLsn(text: string): bigint {
+  const slash = text.indexOf('/');
+  if (slash < 0) throw new Error(`invalid LSN "${text}"`);
+  return (BigInt(`0x${text.slice(0, slash)}`) << 32n) | BigInt(`0x${text.slice(slash + 1)}`);
+}
+
+export function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+export interface MonitoredNode {
+  host: string;
+  port: number;
+  weight: number;
+}
+
+export interface NodeState {
+  index: number;
+  host: string;
+  port: number;
+  role: 'primary' | 'replica' | 'unknown';
+  up: boolean;
+  weight: number;
+  lagBytes: number;
+  lagSeconds: number;
+  replayLsn: string | null;
+  lastCheckAt: number;
+  lastError: string | null;
+  reads: number;
+  writes: number;
+}
+
+export interface MonitorOptions {
+  /** Login of the checking user; null: no checks, every node up in its listed role. */
+  login: { user: string; password?: string } | null;
+  healthCheckPeriodMs: number;
+  healthCheckTimeoutMs: number;
+  maxRetries: number;
+  replicationCheckPeriodMs: number;
+  maxReplicaLagMs: number;
+  log: Logger;
+}
+
+interface Probe {
+  state: NodeState;
+  client: pg.Client | null;
+  failures: number;
+  lsn: bigint | null;
+  timer: NodeJS.Timeout | null;
+}
+
+const CHECK_SQL = `SELECT pg_catalog.pg_is_in_recovery() AS recovery,
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END::text AS lsn,
+  (extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()) * 1000)::float8 AS replayed_at`;
+
+/**
+ * Knows the state of one endpoint's nodes: which is the primary (asked, not
+ * assumed, so a promoted replica is noticed), which are up, how far each
+ * replica lags, and the primary's recent WAL positions for read-your-writes.
+ * Emits 'change' with a NodeState when a node's role or health changes.
+ */
+export class NodeMonitor extends EventEmitter implements NodeView {
+  private readonly probes: Probe[];
+  private readonly opts: MonitorOptions;
+  /** Primary WAL positions and when the query that read them was sent. */
+  private readonly samples: { at: number; lsn: bigint }[] = [];
+  private stopped = false;
+
+  constructor(nodes: MonitoredNode[], opts: MonitorOptions) {
+    super();
+    this.opts = opts;
+    this.probes = nodes.map((n, index) => ({
+      state: {
+        index,
+        host: n.host,
+        port: n.port,
+        role: opts.login === null ? (index === 0 ? 'primary' : 'replica') : 'unknown',
+        up: true,
+        weight: n.weight,
+        lagBytes: 0,
+        lagSeconds: 0,
+        replayLsn: null,
+        lastCheckAt: 0,
+        lastError: null,
+        reads: 0,
+        writes: 0,
+      },
+      client: null,
+      failures: 0,
+      lsn: null,
+      timer: null,
+    }));
+  }
+
+  /** First round of checks (so routing starts informed), then checks on a period. */
+  async start(): Promise<void> {
+    if (this.opts.login === null) return;
+    await this.checkNow();
+    for (const p of this.probes) this.schedule(p);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const p of this.probes) {
+      if (p.timer !== null) clearTimeout(p.timer);
+      p.client?.end().catch(() => {});
+      p.client = null;
+    }
+  }
+
+  /** Runs one round of checks on every node now (tests, admin console). */
+  async checkNow(): Promise<void> {
+    await Promise.all(this.probes.map((p) => this.check(p, false)));
+  }
+
+  private schedule(p: Probe): void {
+    if (this.stopped) return;
+    const ms = p.state.up ? Math.min(this.opts.replicationCheckPeriodMs, this.opts.healthCheckPeriodMs) : this.opts.healthCheckPeriodMs;
+    p.timer = setTimeout(() => void this.check(p), ms);
+    p.timer.unref();
+  }
+
+  private async check(p: Probe, reschedule = true): Promise<void> {
+    const login = this.opts.login!;
+    const sentAt = Date.now();
+    try {
+      if (p.client === null) {
+        const client = new pg.Client({
+          host: p.state.host,
+          port: p.state.port,
+          user: login.user,
+          password: login.password,
+          database: 'postgres',
+          connectionTimeoutMillis: this.opts.healthCheckTimeoutMs,
+          application_name: 'pgmux health check',
+        });
+        client.on('error', () => {});
+        p.client = client;
+        await client.connect();
+      }
+      const res = await withTimeout(p.client.query(CHECK_SQL), this.opts.healthCheckTimeoutMs);
+      const row = res.rows[0] as { recovery: boolean; lsn: string | null; replayed_at: number | null };
+      this.record(p, row, sentAt);
+    } catch (err) {
+      p.client?.end().catch(() => {});
+      p.client = null;
+      p.failures++;
+      p.state.lastError = (err as Error).message;
+      if (p.state.up && p.failures > this.opts.maxRetries) this.setUp(p, false);
+    } finally {
+      p.state.lastCheckAt = Date.now();
+      if (reschedule) this.schedule(p);
+    }
+  }
+
+  private record(p: Probe, row: { recovery: boolean; lsn: string | null; replayed_at: number | null }, sentAt: number): void {
+    p.failures = 0;
+    p.state.lastError = null;
+    const role = row.recovery ? 'replica' : 'primary';
+    if (p.state.role !== role) {
+      const before = p.state.role;
+      p.state.role = role;
+      if (before !== 'unknown') this.opts.log.warn({ node: p.state.index, host: p.state.host, port: p.state.port, from: before, to: role }, 'node role changed');
+      this.emit('change', p.state);
+    }
+    if (!p.state.up) this.setUp(p, true);
+    p.lsn = row.lsn === null ? null : parseLsn(row.lsn);
+    p.state.replayLsn = row.lsn;
+    if (role === 'primary' && p.lsn !== null) {
+      this.samples.push({ at: sentAt, lsn: p.lsn });
+      if (this.samples.length > 64) this.samples.shift();
+      return;
+    }
+    const primaryLsn = this.latestPrimaryLsn();
+    if (primaryLsn === undefined || p.lsn === null || p.lsn >= primaryLsn) {
+      p.state.lagBytes = 0;
+      p.state.lagSeconds = 0;
+    } else {
+      p.state.lagBytes = Number(primaryLsn - p.lsn);
+      p.state.lagSeconds = row.replayed_at === null ? Infinity : Math.max(0, (Date.now() - row.replayed_at) / 1000);
+    }
+  }
+
+  private setUp(p: Probe, up: boolean): void {
+    p.state.up = up;
+    this.opts.log.warn({ node: p.state.index, host: p.state.host, port: p.state.port, error: p.state.lastError ?? undefined }, up ? 'node is back in rotation' : 'node left rotation');
+    this.emit('change', p.state);
+  }
+
+  private latestPrimaryLsn(): bigint | undefined {
+    return this.samples.length === 0 ? undefined : this.samples[this.samples.length - 1].lsn;
+  }
+
+  // ------------------------------------------------------------- NodeView
+
+  primaryIndex(): number {
+    for (const p of this.probes) if (p.state.role === 'primary' && p.state.up) return p.state.index;
+    for (const p of this.probes) if (p.state.role === 'primary') return p.state.index;
+    return 0;
+  }
+
+  /** Whether `node` may serve a read now. */
+  readable(node: number, minLsn?: bigint): boolean {
+    const p = this.probes[node];
+    if (p === undefined || !p.state.up || p.state.weight <= 0) return false;
+    if (p.state.role === 'primary') return true;
+    if (p.state.role !== 'replica') return false;
+    if (p.state.lagSeconds * 1000 > this.opts.maxReplicaLagMs) return false;
+    if (minLsn !== undefined) return p.lsn !== null && p.lsn >= minLsn;
+    return true;
+  }
+
+  pickReadNode(opts: { exclude?: Set<number>; minLsn?: bigint } = {}): number {
+    let total = 0;
+    const candidates: Probe[] = [];
+    for (const p of this.probes) {
+      if (opts.exclude?.has(p.state.index) || !this.readable(p.state.index, opts.minLsn)) continue;
+      candidates.push(p);
+      total += p.state.weight;
+    }
+    if (candidates.length === 0) return this.primaryIndex();
+    let r = Math.random() * total;
+    for (const p of candidates) {
+      r -= p.state.weight;
+      if (r < 0) return p.state.index;
+    }
+    return candidates[candidates.length - 1].state.index;
+  }
+
+  primaryLsnAfter(t: number): bigint | undefined {
+    for (const s of this.samples) if (s.at > t) return s.lsn;
+    return undefined;
+  }
+
+  countRoute(node: number, kind: 'read' | 'write'): void {
+    const s = this.probes[node]?.state;
+    if (s === undefined) return;
+    if (kind === 'read') s.reads++;
+    else s.writes++;
+  }
+
+  nodes(): NodeState[] {
+    return this.probes.map((p) => ({ ...p.state }));
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

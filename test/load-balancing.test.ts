@@ -1,0 +1,216 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import pg from 'pg';
+import pino from 'pino';
+import postgres from 'postgres';
+import { LocalCluster, type NodeInfo } from '../src/embedded/cluster.ts';
+import { sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
+import { pgbench } from './helpers/clients.ts';
+import { getCluster } from './cluster-context.ts';
+
+const exec = promisify(execFile);
+const PG_CTL = '/usr/lib/postgresql/15/bin/pg_ctl';
+
+/** pg_ctl on a node's data directory, as the postgres OS user when run as root. */
+async function pgCtl(node: NodeInfo, ...args: string[]): Promise<void> {
+  const cmd = [PG_CTL, '-D', node.dataDir, '-w', ...args];
+  if (process.getuid?.() === 0) await exec('runuser', ['-u', 'postgres', '--', ...cmd]);
+  else await exec(cmd[0], cmd.slice(1));
+}
+
+/** Transactions committed in database appdb on each node. */
+async function commits(cluster: LocalCluster): Promise<number[]> {
+  const nodes = [cluster.primary, ...cluster.replicas];
+  return Promise.all(
+    nodes.map(async (n) => {
+      const rows = await cluster.query("SELECT xact_commit::bigint AS n FROM pg_stat_database WHERE datname = 'appdb'", [], n);
+      return Number(rows[0].n);
+    }),
+  );
+}
+
+/** Polls `f` until it returns true, up to `ms`. */
+async function eventually(f: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(200);
+  }
+}
+
+describe('reads over a primary and two streaming replicas', () => {
+  let cluster: LocalCluster;
+  let nodes: string[];
+  const traces: string[] = [];
+  let pgmux: RunningPgmux;
+
+  const start = (overrides: Record<string, unknown> = {}, logger?: pino.Logger) => {
+    const c = getCluster();
+    return startPgmux(
+      {
+        endpoints: { main: { nodes, weights: [1, 1, 2] } },
+        users: { app: { password: c.roles.app.password }, postgres: { password: cluster.superuserPassword } },
+        health_check_user: 'postgres',
+        health_check_period: 0.5,
+        health_check_timeout: 1,
+        health_check_max_retries: 0,
+        ...overrides,
+      },
+      { logger },
+    );
+  };
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ replicas: 2, settings: { log_statement: 'all' }, replicaSettings: [{}, { recovery_min_apply_delay: '2s' }] });
+    const c = getCluster();
+    await cluster.query(`CREATE ROLE app LOGIN PASSWORD '${c.roles.app.password}'`);
+    await cluster.query('CREATE DATABASE appdb OWNER app');
+    nodes = [cluster.primary, ...cluster.replicas].map((n) => `postgresql://${n.host}:${n.port}`);
+    const appdb = (n: NodeInfo = cluster.primary) => cluster.url(n, cluster.superuser, undefined, 'appdb');
+    await pgbench(['-i', '-s', '1', '-q', appdb()]);
+    const admin = new pg.Client({ connectionString: appdb() });
+    await admin.connect();
+    await admin.query(`GRANT ALL ON ALL TABLES IN SCHEMA public TO app;
+      CREATE TABLE ryw (id int PRIMARY KEY, v text); GRANT ALL ON ryw TO app;
+      CREATE TABLE bumps (n int); GRANT ALL ON bumps TO app;
+      CREATE FUNCTION bump() RETURNS int VOLATILE LANGUAGE sql AS 'INSERT INTO bumps VALUES (1) RETURNING n';
+      CREATE FUNCTION port_of_node() RETURNS int STABLE LANGUAGE sql AS 'SELECT inet_server_port()';`);
+    await admin.end();
+    await cluster.waitForReplicas();
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        for (const line of chunk.toString().split('\n')) if (line.includes('statement:')) traces.push(JSON.parse(line).msg);
+        cb();
+      },
+    });
+    pgmux = await start({ pool_mode: 'transaction', load_balance: 'statement', log_per_node_statement: true }, pino({ level: 'info' }, sink));
+  }, 120_000);
+
+  afterAll(async () => {
+    await pgmux?.stop();
+    await cluster?.stop();
+  });
+
+  it('spreads pgbench -S over the nodes by weight, within 10 %', async () => {
+    // Backends report their statistics when they exit at the latest: this
+    // pgmux's server connections end with it, before the counts are read.
+    const own = await start({ pool_mode: 'transaction', load_balance: 'statement' });
+    const before = await commits(cluster);
+    const r = await pgbench(['-S', '-c', '20', '-j', '2', '-T', '10', '-n', own.url()]);
+    await own.stop();
+    expect(r.failed).toBe(0);
+    await sleep(1000);
+    const after = await commits(cluster);
+    const per = after.map((a, i) => a - before[i]);
+    const total = per.reduce((a, b) => a + b, 0);
+    expect(total).toBeGreaterThan(r.processed * 0.9);
+    const shares = per.map((n) => n / total);
+    [0.25, 0.25, 0.5].forEach((want, i) => expect(Math.abs(shares[i] - want), `shares ${shares.join(', ')}`).toBeLessThan(0.1 * want + 0.02));
+  }, 60_000);
+
+  it('sends Parse, Bind, Execute and Sync of each statement to one node, and no Sync alone', async () => {
+    traces.length = 0;
+    const clients = await Promise.all(Array.from({ length: 6 }, () => new pg.Client({ connectionString: pgmux.url() })));
+    await Promise.all(clients.map((c) => c.connect()));
+    for (let i = 0; i < 20; i++) await Promise.all(clients.map((c) => c.query('SELECT $1::int AS n', [i])));
+    await Promise.all(clients.map((c) => c.end()));
+    const lines = traces.map((t) => /^node (\d+) statement: (\w+)/.exec(t)!);
+    expect(lines.length).toBeGreaterThan(0);
+    // Each Sync closes a batch whose every message went to the Sync's node.
+    let batch: RegExpExecArray[] = [];
+    const usedNodes = new Set<string>();
+    for (const l of lines) {
+      batch.push(l);
+      if (l[2] !== 'Sync') continue;
+      expect(batch.length, batch.map((b) => b[0]).join(' | ')).toBeGreaterThan(1);
+      expect(new Set(batch.map((b) => b[1])).size).toBe(1);
+      usedNodes.add(l[1]);
+      batch = [];
+    }
+    expect(usedNodes.size).toBeGreaterThan(1);
+  });
+
+  it('runs pgbench TPC-B on the primary only, and a VOLATILE function in a SELECT too', async () => {
+    const r = await pgbench(['-c', '4', '-T', '3', '-n', pgmux.url()]);
+    expect(r.failed).toBe(0);
+    expect(r.processed).toBeGreaterThan(0);
+    const c = new pg.Client({ connectionString: pgmux.url() });
+    await c.connect();
+    for (let i = 0; i < 30; i++) await c.query('SELECT bump()');
+    const ports = new Set<number>();
+    for (let i = 0; i < 30; i++) ports.add((await c.query('SELECT port_of_node() AS p')).rows[0].p);
+    await c.end();
+    expect(ports.size).toBeGreaterThan(1);
+    // A replica would have refused the INSERT inside bump() with 25006.
+    const admin = new pg.Client({ connectionString: cluster.url(cluster.primary, cluster.superuser, undefined, 'appdb') });
+    await admin.connect();
+    expect(Number((await admin.query('SELECT count(*) AS n FROM bumps')).rows[0].n)).toBe(30);
+    await admin.end();
+  });
+
+  it('reads your own writes even from a replica 2 s behind, and still reads from replicas', async () => {
+    const delayed = await start({ pool_mode: 'transaction', endpoints: { main: { nodes: [nodes[0], nodes[2]], weights: [0, 1] } } });
+    try {
+      const c = new pg.Client({ connectionString: delayed.url() });
+      await c.connect();
+      // Before any write this client reads from the replica.
+      expect((await c.query('SELECT inet_server_port() AS p')).rows[0].p).toBe(cluster.replicas[1].port);
+      let seen = 0;
+      for (let i = 0; i < 500; i++) {
+        await c.query('INSERT INTO ryw VALUES ($1, $2)', [i, `row ${i}`]);
+        const r = await c.query('SELECT v FROM ryw WHERE id = $1', [i]);
+        if (r.rows[0]?.v === `row ${i}`) seen++;
+      }
+      expect(seen).toBe(500);
+      await c.end();
+      const fresh = new pg.Client({ connectionString: delayed.url() });
+      await fresh.connect();
+      expect((await fresh.query('SELECT inet_server_port() AS p')).rows[0].p).toBe(cluster.replicas[1].port);
+      await fresh.end();
+    } finally {
+      await delayed.stop();
+    }
+  }, 60_000);
+
+  it('returns the results of a pipeline of reads and writes in order', async () => {
+    const sql = postgres(pgmux.url(), { max: 1 });
+    try {
+      await sql`DELETE FROM ryw WHERE id >= 10000`;
+      const ops = Array.from({ length: 60 }, (_, i) =>
+        i % 3 === 0 ? sql`INSERT INTO ryw VALUES (${10000 + i}, ${'p' + i}) RETURNING id` : sql`SELECT ${i}::int AS i, inet_server_port() AS port`,
+      );
+      const out = await Promise.all(ops);
+      out.forEach((r, i) => {
+        if (i % 3 === 0) expect(r[0].id).toBe(10000 + i);
+        else expect(r[0].i).toBe(i);
+      });
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('keeps serving while a replica stops, and uses it again once it is back', async () => {
+    const replica = cluster.replicas[0];
+    const bench = pgbench(['-S', '-c', '8', '-j', '2', '-T', '8', '-n', pgmux.url()]);
+    await sleep(2000);
+    await pgCtl(replica, 'stop', '-m', 'fast');
+    const r = await bench.catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '', failed: 0, processed: Number(/actually processed: (\d+)/.exec(e.stdout ?? '')?.[1] ?? 0) }));
+    expect(r.processed).toBeGreaterThan(100);
+    // Those aborted were at most the clients with a statement on that replica.
+    const aborted = (r.stdout.match(/aborted/g) ?? []).length;
+    expect(aborted).toBeLessThanOrEqual(8);
+    await pgCtl(replica, 'start', '-l', path.join(replica.dataDir, '..', 'restart.log'));
+    const c = new pg.Client({ connectionString: pgmux.url() });
+    await c.connect();
+    await eventually(async () => {
+      const ports = new Set<number>();
+      for (let i = 0; i < 40; i++) ports.add((await c.query('SELECT inet_server_port() AS p')).rows[0].p);
+      return ports.has(replica.port);
+    }, 40_000);
+    await c.end();
+  }, 90_000);
+});
+
