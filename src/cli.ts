@@ -8,7 +8,9 @@ import { PgmuxServer } from './server.ts';
 import { LocalCluster } from './embedded/cluster.ts';
 
 /** Starts a throw-away primary and replica and points the config at them. */
-async function startEmbedded(config: Config): Promise<{ config: Config; user: string; password: string; stop: () => Promise<void> }> {
+async function startEmbedded(
+  config: Config,
+): Promise<{ config: Config; overlay: (c: Config) => Config; user: string; password: string; stop: () => Promise<void> }> {
   const cluster = await LocalCluster.start({ replicas: 1, log: (line) => console.error(`[embedded] ${line}`) });
   try {
     const user = 'app';
@@ -18,15 +20,17 @@ async function startEmbedded(config: Config): Promise<{ config: Config; user: st
     const authFile = path.join(dir, 'userlist.txt');
     await writeFile(authFile, `"${user}" "${verifier}"\n`, { mode: 0o600 });
     const nodes = [cluster.primary, ...cluster.replicas].map((n) => `postgresql://${n.host}:${n.port}/postgres`);
-    return {
-      config: {
+    const overlay = (config: Config): Config => ({
         ...config,
         endpoints: Object.keys(config.endpoints).length > 0 ? config.endpoints : { main: { nodes } },
         auth_file: config.auth_file ?? authFile,
         // The local superuser checks the nodes (health, roles, lag).
         health_check_user: config.health_check_user ?? cluster.superuser,
         users: { ...config.users, [cluster.superuser]: { ...config.users[cluster.superuser], password: cluster.superuserPassword } },
-      },
+    });
+    return {
+      config: overlay(config),
+      overlay,
       user,
       password,
       stop: async () => {
@@ -57,11 +61,13 @@ async function main(): Promise<number> {
   }
   let config = loaded.config;
   let stopEmbedded: (() => Promise<void>) | null = null;
+  let overlay = (c: Config) => c;
   let greeting: string | null = null;
   if (loaded.embedded) {
     const e = await startEmbedded(config);
     config = e.config;
     stopEmbedded = e.stop;
+    overlay = e.overlay;
     greeting = `user "${e.user}", password "${e.password}"`;
   }
   if (Object.keys(config.endpoints).length === 0) {
@@ -92,6 +98,13 @@ async function main(): Promise<number> {
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    // SIGHUP reads the configuration again; a bad one is refused and the
+    // running one stays.
+    process.on('SIGHUP', () => {
+      loadConfig(process.argv.slice(2), process.env)
+        .then((next) => server.reload(overlay(next.config)))
+        .catch((err: Error) => server.log.error({ err: err.message }, 'configuration not reloaded; keeping the running one'));
+    });
   });
   await server.stop();
   await stopEmbedded?.();

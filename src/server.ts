@@ -8,23 +8,15 @@ import { ServerConnection } from './pool/server-connection.ts';
 import { Pools, type PoolKey } from './pool/pools.ts';
 import type { PoolSettings } from './pool/pool.ts';
 import { parseNodeUrl, type Endpoint } from './routing/endpoint.ts';
+import { EndpointRegistry } from './routing/registry.ts';
+import { ClientTls } from './tls/client-tls.ts';
+import { readFile } from 'node:fs/promises';
 import { CancelRegistry } from './session/cancel-registry.ts';
 import { ClientSession } from './session/client-session.ts';
 import type { PoolMode, SessionContext, SessionSettings } from './session/context.ts';
 import { PgError, SqlState } from './protocol/errors.ts';
 import { loadClassifier } from './sql/classify.ts';
 import { StatementIds } from './session/statements.ts';
-import { NodeMonitor } from './routing/node-monitor.ts';
-import { ReplicaRouter, type VolatilitySource } from './routing/router.ts';
-import { FunctionVolatility } from './sql/volatility.ts';
-import pg from 'pg';
-import type { EndpointRouter } from './session/context.ts';
-
-/** Without a user to read pg_proc with, every function counts as VOLATILE. */
-const NO_CATALOG: VolatilitySource = { cached: () => false, allReadOnly: async () => false };
-
-/** One node, the primary, for everything. */
-const SINGLE_NODE: EndpointRouter = { spreadsReads: false, primaryNode: () => 0, route: () => 0 };
 
 /** Parses "host:port" or "[v6]:port". */
 export function parseListen(listen: string): { host: string; port: number } {
@@ -43,6 +35,22 @@ export function endpointsFromConfig(config: Config): Map<string, Endpoint> {
 
 const s = (seconds: number) => Math.round(seconds * 1000);
 
+function credentialOptions(config: Config) {
+  return {
+    authFile: config.auth_file,
+    authUser: config.auth_user,
+    authQuery: config.auth_query,
+    cacheTtlMs: s(config.auth_cache_ttl),
+    negativeCacheTtlMs: s(config.auth_negative_cache_ttl),
+    connectTimeoutMs: s(config.server_connect_timeout),
+    serverPasswords: new Map(
+      Object.entries(config.users)
+        .filter(([, u]) => u.password !== undefined)
+        .map(([name, u]) => [name, u.password!]),
+    ),
+  };
+}
+
 /**
  * One running pgmux: the listener and everything a client session needs.
  */
@@ -50,7 +58,9 @@ export class PgmuxServer {
   private config: Config;
   readonly log: Logger;
   private readonly listener: net.Server;
-  private endpointMap: Map<string, Endpoint>;
+  readonly registry: EndpointRegistry;
+  private clientTls: ClientTls | null = null;
+  private serverCa: Buffer | undefined;
   readonly pools: Pools;
   readonly credentials: CredentialStore;
   readonly sessions = new Set<ClientSession>();
@@ -58,28 +68,13 @@ export class PgmuxServer {
   private readonly admitted = new Set<ClientSession>();
   private sessionSettings: SessionSettings;
   readonly ctx: SessionContext;
-  /** Routers of endpoints with replicas, and the monitors behind them. */
-  private readonly routers = new Map<string, EndpointRouter>();
-  readonly monitors = new Map<string, NodeMonitor>();
 
   constructor(config: Config, opts: { logger?: Logger } = {}) {
     this.config = config;
     this.log = opts.logger ?? pino({ level: config.log_level });
-    this.endpointMap = endpointsFromConfig(config);
+    this.registry = new EndpointRegistry(config, this.log);
     this.sessionSettings = this.makeSessionSettings();
-    this.credentials = new CredentialStore({
-      authFile: config.auth_file,
-      authUser: config.auth_user,
-      authQuery: config.auth_query,
-      cacheTtlMs: s(config.auth_cache_ttl),
-      negativeCacheTtlMs: s(config.auth_negative_cache_ttl),
-      connectTimeoutMs: s(config.server_connect_timeout),
-      serverPasswords: new Map(
-        Object.entries(config.users)
-          .filter(([, u]) => u.password !== undefined)
-          .map(([name, u]) => [name, u.password!]),
-      ),
-    });
+    this.credentials = new CredentialStore(credentialOptions(config));
     this.pools = new Pools(
       (key) => this.poolSettings(key),
       (key) => this.openServer(key, new Map()),
@@ -87,7 +82,7 @@ export class PgmuxServer {
     const cancels = new CancelRegistry();
     this.ctx = {
       settings: () => this.sessionSettings,
-      endpoints: () => this.endpointMap,
+      endpoints: () => this.registry.endpoints(),
       pools: this.pools,
       credentials: this.credentials,
       cancels,
@@ -104,78 +99,15 @@ export class PgmuxServer {
         this.sessions.delete(session);
         this.admitted.delete(session);
       },
-      routerFor: (endpoint) => this.routers.get(endpoint) ?? SINGLE_NODE,
+      routerFor: (endpoint) => this.registry.router(endpoint),
+      resolveEndpoint: (name) => this.registry.resolve(name),
+      clientTls: () => this.clientTls!,
       statementIds: new StatementIds(),
     };
-    this.makeRouters();
     this.listener = net.createServer({ noDelay: true }, (socket) => {
       const session = new ClientSession(socket, this.ctx);
       this.sessions.add(session);
     });
-  }
-
-  /** A monitor and router per endpoint that has replicas and balances reads. */
-  private makeRouters(): void {
-    const c = this.config;
-    const checkUser = c.health_check_user ?? c.auth_user;
-    const login = checkUser === undefined ? null : { user: checkUser, password: c.users[checkUser]?.password };
-    for (const [name, ep] of Object.entries(c.endpoints)) {
-      const loadBalance = ep.load_balance ?? c.load_balance;
-      if (ep.nodes.length < 2 || loadBalance === 'off') continue;
-      const nodes = this.endpointMap.get(name)!.nodes;
-      const monitor = new NodeMonitor(
-        nodes.map((n, i) => ({ host: n.host, port: n.port, weight: ep.weights?.[i] ?? 1 })),
-        {
-          login,
-          healthCheckPeriodMs: s(c.health_check_period),
-          healthCheckTimeoutMs: s(c.health_check_timeout),
-          maxRetries: c.health_check_max_retries,
-          replicationCheckPeriodMs: s(c.replication_check_period),
-          maxReplicaLagMs: s(c.max_replica_lag),
-          log: this.log.child({ endpoint: name }),
-        },
-      );
-      const volatility = new Map<string, VolatilitySource>();
-      const volatilityFor = (database: string): VolatilitySource => {
-        let v = volatility.get(database);
-        if (v === undefined) {
-          v = login === null ? NO_CATALOG : new FunctionVolatility((sql, params) => this.catalogQuery(monitor, nodes, login, database, sql, params));
-          volatility.set(database, v);
-        }
-        return v;
-      };
-      this.monitors.set(name, monitor);
-      this.routers.set(
-        name,
-        new ReplicaRouter(monitor, volatilityFor, {
-          loadBalance,
-          readYourWrites: c.read_your_writes === 'lsn',
-          logPerNodeStatement: c.log_per_node_statement,
-          noticePerNodeStatement: c.notice_per_node_statement,
-          log: this.log.child({ endpoint: name }),
-        }),
-      );
-    }
-  }
-
-  /** One catalog query on the endpoint's current primary, as the health-check user. */
-  private async catalogQuery(
-    monitor: NodeMonitor,
-    nodes: readonly { host: string; port: number }[],
-    login: { user: string; password?: string },
-    database: string,
-    sql: string,
-    params: unknown[],
-  ): Promise<Record<string, unknown>[]> {
-    const node = nodes[monitor.primaryIndex()];
-    const client = new pg.Client({ host: node.host, port: node.port, user: login.user, password: login.password, database });
-    client.on('error', () => {});
-    await client.connect();
-    try {
-      return (await client.query(sql, params)).rows;
-    } finally {
-      await client.end().catch(() => {});
-    }
   }
 
   private makeSessionSettings(): SessionSettings {
@@ -196,6 +128,10 @@ export class PgmuxServer {
           .filter((n) => n !== ''),
       ),
       noticePerNodeStatement: c.notice_per_node_statement,
+      sniDomains: c.sni_domain
+        .split(',')
+        .map((d) => d.trim().toLowerCase())
+        .filter((d) => d !== ''),
     };
   }
 
@@ -213,20 +149,27 @@ export class PgmuxServer {
 
   /** Logs in to the endpoint's primary as the key's user. */
   private async openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection> {
-    const endpoint = this.endpointMap.get(key.endpoint);
+    const endpoint = this.registry.find(key.endpoint);
     if (endpoint === undefined) throw new PgError(SqlState.INVALID_CATALOG_NAME, `endpoint "${key.endpoint}" does not exist`);
     const node = endpoint.nodes[key.node ?? 0];
     if (node === undefined) throw new PgError(SqlState.CONNECTION_FAILURE, `endpoint "${key.endpoint}" has no node ${key.node}`);
     const credential = await this.credentials.lookup(key.user, node, key.database);
-    const login = await loginToServer({
-      host: node.host,
-      port: node.port,
-      user: key.user,
-      database: key.database,
-      params: settings,
-      secret: this.credentials.serverSecret(key.user, credential),
-      connectTimeoutMs: s(this.config.server_connect_timeout),
-    });
+    let login;
+    try {
+      login = await loginToServer({
+        host: node.host,
+        port: node.port,
+        user: key.user,
+        database: key.database,
+        params: settings,
+        secret: this.credentials.serverSecret(key.user, credential),
+        connectTimeoutMs: s(this.config.server_connect_timeout),
+        tls: { sslmode: this.config.endpoints[key.endpoint]?.server_tls_sslmode ?? this.config.server_tls_sslmode, ca: this.serverCa },
+      });
+    } catch (err) {
+      if (err instanceof PgError && err.code.startsWith('08')) this.registry.connectFailed(key.endpoint);
+      throw err;
+    }
     this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, pid: login.processId }, 'server connection opened');
     const conn = new ServerConnection(login, node.host, node.port);
     conn.node = key.node ?? 0;
@@ -234,8 +177,16 @@ export class PgmuxServer {
   }
 
   async start(): Promise<{ host: string; port: number }> {
-    await Promise.all([this.credentials.load(), loadClassifier()]);
-    await Promise.all([...this.monitors.values()].map((m) => m.start()));
+    const c = this.config;
+    const [clientTls, serverCa] = await Promise.all([
+      ClientTls.load(c.client_tls_sslmode, c.client_tls_cert_file, c.client_tls_key_file),
+      c.server_tls_ca_file === undefined ? undefined : readFile(c.server_tls_ca_file),
+      this.credentials.load(),
+      loadClassifier(),
+    ]);
+    this.clientTls = clientTls;
+    this.serverCa = serverCa;
+    await this.registry.start();
     const { host, port } = parseListen(this.config.listen);
     await new Promise<void>((resolve, reject) => {
       this.listener.once('error', reject);
@@ -245,8 +196,36 @@ export class PgmuxServer {
       });
     });
     const addr = this.listener.address() as net.AddressInfo;
-    this.log.info({ host: addr.address, port: addr.port, endpoints: [...this.endpointMap.keys()] }, 'listening');
+    this.log.info({ host: addr.address, port: addr.port, endpoints: [...this.registry.endpoints().keys()] }, 'listening');
     return { host: addr.address, port: addr.port };
+  }
+
+  get currentConfig(): Config {
+    return this.config;
+  }
+
+  /**
+   * Takes a new configuration (SIGHUP, admin RELOAD). Everything that can
+   * fail (files) is read first, so a bad configuration leaves the old one in
+   * place. Endpoints: new ones appear, changed ones drain their old pools,
+   * removed ones refuse new clients while current clients finish. Clients of
+   * unchanged endpoints keep their connections. The listen address is not
+   * changed by a reload.
+   */
+  async reload(config: Config): Promise<void> {
+    const [clientTls, serverCa] = await Promise.all([
+      ClientTls.load(config.client_tls_sslmode, config.client_tls_cert_file, config.client_tls_key_file),
+      config.server_tls_ca_file === undefined ? undefined : readFile(config.server_tls_ca_file),
+      this.credentials.reconfigure(credentialOptions(config)),
+    ]);
+    this.config = config;
+    this.clientTls = clientTls;
+    this.serverCa = serverCa;
+    this.sessionSettings = this.makeSessionSettings();
+    const { added, changed, removed } = await this.registry.reload(config);
+    for (const name of [...changed, ...removed]) this.pools.drain(name);
+    this.pools.reconfigure();
+    this.log.info({ added, changed, removed }, 'configuration reloaded');
   }
 
   /** Stops accepting, ends every client and closes every server connection. */
@@ -257,7 +236,7 @@ export class PgmuxServer {
     const err = new PgError(SqlState.ADMIN_SHUTDOWN, 'pgmux is shutting down');
     for (const session of this.sessions) session.fatal(err);
     await closed;
-    for (const m of this.monitors.values()) m.stop();
+    this.registry.stop();
     this.pools.close(err);
     // Server connections released by the sessions above are reset first;
     // give them a moment, then close what is left.

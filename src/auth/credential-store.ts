@@ -29,7 +29,7 @@ interface CacheEntry {
  * login, which is what lets pgmux log in to servers without a password.
  */
 export class CredentialStore {
-  private readonly opts: CredentialStoreOptions;
+  private opts: CredentialStoreOptions;
   private fileEntries = new Map<string, string>();
   private readonly cache = new Map<string, CacheEntry>();
   private readonly inflight = new Map<string, Promise<Credential | null>>();
@@ -37,6 +37,14 @@ export class CredentialStore {
 
   constructor(opts: CredentialStoreOptions) {
     this.opts = opts;
+  }
+
+  /** New settings (reload): reads the new auth_file first, forgets cached secrets. */
+  async reconfigure(opts: CredentialStoreOptions): Promise<void> {
+    const entries = opts.authFile === undefined ? new Map<string, string>() : parseUserlist(await readFile(opts.authFile, 'utf8'));
+    this.opts = opts;
+    this.fileEntries = entries;
+    this.cache.clear();
   }
 
   /** Reads the auth_file (again). Throws with the file's problem. */

@@ -20,6 +20,7 @@ import {
 } from '../protocol/messages.ts';
 import { ScramClientSession, ScramError } from '../protocol/scram.ts';
 import { md5Response, md5Secret } from '../protocol/md5.ts';
+import { negotiateServerTls, type ServerSslMode } from '../tls/server-tls.ts';
 
 /**
  * What pgmux may use to log in to a server as a user. Any subset: the
@@ -45,6 +46,8 @@ export interface LoginOptions {
   params?: Iterable<[string, string]>;
   secret: ServerSecret;
   connectTimeoutMs: number;
+  /** TLS to the server (server_tls_sslmode); none: plaintext. */
+  tls?: { sslmode: ServerSslMode; ca?: Buffer };
 }
 
 export interface LoggedInServer {
@@ -65,7 +68,8 @@ export interface LoggedInServer {
  */
 export function loginToServer(opts: LoginOptions): Promise<LoggedInServer> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: opts.host, port: opts.port, noDelay: true });
+    const raw = net.connect({ host: opts.host, port: opts.port, noDelay: true });
+    let socket: net.Socket = raw;
     const reader = new FrameReader('RSKEZ');
     const parameters = new Map<string, string>();
     let processId = 0;
@@ -169,15 +173,29 @@ export function loginToServer(opts: LoginOptions): Promise<LoggedInServer> {
       );
     }
 
-    socket.on('connect', () => {
+    raw.once('connect', () => {
       const params: [string, string][] = [
         ['user', opts.user],
         ['database', opts.database],
       ];
       for (const p of opts.params ?? []) params.push(p);
-      socket.write(startupMessage(params));
+      const tlsOpts = opts.tls ?? { sslmode: 'disable' as const };
+      if (tlsOpts.sslmode !== 'disable') raw.off('error', onSocketError).off('close', onSocketClose);
+      negotiateServerTls(raw, { ...tlsOpts, host: opts.host, port: opts.port }).then(
+        (s) => {
+          if (settled) {
+            s.destroy();
+            return;
+          }
+          socket = s;
+          if (s !== raw) s.on('error', onSocketError).on('close', onSocketClose);
+          s.on('data', onData);
+          s.write(startupMessage(params));
+        },
+        (err: Error) => fail(err),
+      );
     });
-    socket.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       lastChunk = chunk;
       try {
         reader.feed(chunk, visitor);
@@ -187,8 +205,9 @@ export function loginToServer(opts: LoginOptions): Promise<LoggedInServer> {
         if (err instanceof ScramError) fail(new PgError(SqlState.CONNECTION_FAILURE, `SCRAM login to server ${opts.host}:${opts.port} failed: ${err.message}`));
         else fail(err instanceof Error ? err : new Error(String(err)));
       }
-    });
-    socket.on('error', (err) => fail(new PgError(SqlState.CONNECTION_FAILURE, `could not connect to server ${opts.host}:${opts.port}: ${err.message}`)));
-    socket.on('close', () => fail(new PgError(SqlState.CONNECTION_FAILURE, `server ${opts.host}:${opts.port} closed the connection during login`)));
+    };
+    const onSocketError = (err: Error) => fail(new PgError(SqlState.CONNECTION_FAILURE, `could not connect to server ${opts.host}:${opts.port}: ${err.message}`));
+    const onSocketClose = () => fail(new PgError(SqlState.CONNECTION_FAILURE, `server ${opts.host}:${opts.port} closed the connection during login`));
+    raw.on('error', onSocketError).on('close', onSocketClose);
   });
 }

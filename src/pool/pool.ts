@@ -220,6 +220,7 @@ export class Pool {
         (conn) => {
           this.opening--;
           this.stats.opened++;
+          conn.pool = this;
           this.busy++;
           this.giveBack(conn);
         },

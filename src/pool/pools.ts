@@ -43,6 +43,27 @@ export class Pools {
     return pool;
   }
 
+  /**
+   * Stops lending the pools of an endpoint whose nodes changed or that was
+   * removed: idle connections close now, busy ones when given back, and the
+   * next client gets a fresh pool.
+   */
+  drain(endpoint: string): void {
+    for (const [id, pool] of [...this.pools]) {
+      if (!id.startsWith(`${endpoint}\0`)) continue;
+      pool.shutdown();
+      this.pools.delete(id);
+    }
+  }
+
+  /** New settings (reload) for the pools that stay. */
+  reconfigure(): void {
+    for (const pool of this.pools.values()) {
+      const [endpoint, database, user, node] = pool.key.split('\0');
+      pool.settings = this.settingsFor({ endpoint, database, user, node: Number(node) });
+    }
+  }
+
   all(): Pool[] {
     return [...this.pools.values()];
   }

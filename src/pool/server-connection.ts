@@ -4,6 +4,7 @@ import { parseErrorFields, parseParameterStatus, query, TERMINATE } from '../pro
 import { PgError, SqlState } from '../protocol/errors.ts';
 import type { LoggedInServer } from '../auth/server-login.ts';
 import { PreparedOnServer } from '../session/statements.ts';
+import type { Pool } from './pool.ts';
 
 /**
  * Whoever is reading a server connection's stream right now: a client
@@ -50,6 +51,8 @@ export class ServerConnection implements FrameVisitor {
   readonly createdAt = Date.now();
   /** Which of its endpoint's nodes this connection is logged in to. */
   node = 0;
+  /** The pool that opened it, which it goes back to (even after a reload replaced that pool). */
+  pool: Pool | null = null;
   /** Protocol-level statements pgmux prepared on this session (transaction mode). */
   readonly prepared = new PreparedOnServer();
   /** Parameters set on this session by pgmux or its clients, lower-cased name → value. */

@@ -29,34 +29,59 @@ export interface EndpointChoice {
   database: string;
 }
 
+export interface EndpointRequest {
+  /** Endpoint named by the TLS server name (SNI), if any. */
+  fromServerName: string | null;
+  /** `options=endpoint=NAME`, Neon's convention. */
+  fromOptions: string | undefined;
+  /** The database the client asked for. */
+  database: string;
+}
+
 /**
- * Which endpoint a client wants: `options=endpoint=NAME` first, then a
- * database name that names an endpoint, then default_endpoint, then the
- * only endpoint when there is just one. An unknown name is refused; it
- * never falls through to another endpoint.
+ * Which endpoint a client wants, in order: the TLS server name, then
+ * `options=endpoint=NAME`, then a database name that names an endpoint,
+ * then default_endpoint, then the only endpoint when there is just one.
+ * Names given several ways must agree. An unknown name is refused; it never
+ * falls through to another endpoint. `lookup` finds configured endpoints
+ * and asks the control plane for others.
  */
-export function chooseEndpoint(
-  endpoints: ReadonlyMap<string, Endpoint>,
+export async function chooseEndpoint(
+  configured: ReadonlyMap<string, Endpoint>,
+  lookup: (name: string) => Promise<Endpoint | undefined>,
   defaultEndpoint: string | undefined,
-  database: string,
-  requested: string | undefined,
-): EndpointChoice {
-  if (requested !== undefined) {
-    const ep = endpoints.get(requested);
-    if (ep === undefined) throw unknownEndpoint(requested);
-    return { endpoint: ep, database };
+  req: EndpointRequest,
+): Promise<EndpointChoice> {
+  const { fromServerName, fromOptions, database } = req;
+  if (fromServerName !== null && fromOptions !== undefined && fromServerName !== fromOptions) {
+    throw disagree(`"${fromServerName}" from the TLS server name`, `"${fromOptions}" from options`);
   }
-  const byName = endpoints.get(database);
-  if (byName !== undefined) return { endpoint: byName, database: byName.nodes[0].database ?? database };
-  const fallback = defaultEndpoint ?? (endpoints.size === 1 ? [...endpoints.keys()][0] : undefined);
+  const explicit = fromServerName ?? fromOptions;
+  const byDatabase = configured.get(database);
+  if (explicit !== undefined) {
+    if (byDatabase !== undefined && byDatabase.name !== explicit) {
+      throw disagree(`"${explicit}" from the ${fromServerName !== null ? 'TLS server name' : 'options'}`, `"${database}" from the database name`);
+    }
+    const ep = await lookup(explicit);
+    if (ep === undefined) throw unknownEndpoint(explicit);
+    return { endpoint: ep, database: ep.name === database ? (ep.nodes[0].database ?? database) : database };
+  }
+  if (byDatabase !== undefined) return { endpoint: byDatabase, database: byDatabase.nodes[0].database ?? database };
+  const fallback = defaultEndpoint ?? (configured.size === 1 ? [...configured.keys()][0] : undefined);
   if (fallback === undefined) {
     throw new PgError(SqlState.INVALID_CATALOG_NAME, `no endpoint for database "${database}"`, {
       hint: 'Name an endpoint with options=endpoint=NAME, connect to a database named like an endpoint, or set default_endpoint.',
     });
   }
-  const ep = endpoints.get(fallback);
+  const ep = configured.get(fallback);
   if (ep === undefined) throw unknownEndpoint(fallback);
   return { endpoint: ep, database };
+}
+
+function disagree(a: string, b: string): PgError {
+  return new PgError(SqlState.INVALID_CATALOG_NAME, `endpoint ${a} and ${b} disagree`, {
+    hint: 'Name one endpoint, or the same one each way.',
+  });
 }
 
 function unknownEndpoint(name: string): PgError {

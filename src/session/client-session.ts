@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { FrameReader, StartupReader } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
@@ -18,6 +19,7 @@ import type { ServerConnection } from '../pool/server-connection.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { PoolKey } from '../pool/pools.ts';
 import { chooseEndpoint } from '../routing/endpoint.ts';
+import { endpointFromServerName } from '../tls/client-tls.ts';
 import { applySettingsQuery, clientSettings } from './startup-params.ts';
 import { sendCancel, type CancelTarget } from './cancel-registry.ts';
 import type { PoolMode, SessionContext } from './context.ts';
@@ -44,7 +46,9 @@ let nextId = 1;
  */
 export class ClientSession implements CancelTarget {
   readonly id = nextId++;
-  readonly socket: net.Socket;
+  socket: net.Socket;
+  /** The TLS server name (SNI) the client sent, lower-cased. */
+  serverName: string | null = null;
   readonly connectedAt = Date.now();
   private readonly ctx: SessionContext;
   private readonly log: Logger;
@@ -73,9 +77,46 @@ export class ClientSession implements CancelTarget {
     this.ctx = ctx;
     this.log = ctx.log.child({ client: this.id });
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    this.attach(socket);
+  }
+
+  private readonly onData = (chunk: Buffer) => this.onClientData(chunk);
+  private readonly onClose = () => this.onClientGone('client closed the connection');
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', this.onData);
     socket.on('error', () => {});
-    socket.on('close', () => this.onClientGone('client closed the connection'));
+    socket.on('close', this.onClose);
+  }
+
+  /** SSLRequest: 'S' and the handshake when TLS is offered, else 'N'. */
+  private startTls(): boolean {
+    const clientTls = this.ctx.clientTls();
+    if (!clientTls.offered || this.socket instanceof tls.TLSSocket) {
+      this.socket.write('N');
+      return false;
+    }
+    if (this.startupReader.takeRest().length > 0) {
+      // Bytes sent before the handshake could be anyone's: refuse them.
+      throw new PgError(SqlState.PROTOCOL_VIOLATION, 'received unencrypted data after SSL request');
+    }
+    const plain = this.socket;
+    plain.off('data', this.onData);
+    plain.off('close', this.onClose);
+    plain.write('S');
+    clientTls.upgrade(plain, this.ctx.settings().queryTimeoutMs).then(
+      ({ socket, serverName }) => {
+        this.socket = socket;
+        this.serverName = serverName;
+        this.attach(socket);
+      },
+      (err: Error) => {
+        plain.destroy();
+        this.log.debug({ err: err.message }, 'TLS handshake failed');
+        this.onClientGone(err.message);
+      },
+    );
+    return true;
   }
 
   /** The server connection serving this client right now, if a statement is running. */
@@ -119,8 +160,11 @@ export class ClientSession implements CancelTarget {
       const req = parseStartupPacket(packet);
       switch (req.kind) {
         case 'ssl':
+          if (this.startTls()) return;
+          packet = this.startupReader.next();
+          continue;
         case 'gssenc':
-          // No TLS or GSS encryption here: 'N' and the client goes on in plaintext.
+          // No GSS encryption: 'N' and the client goes on (it may ask for TLS next).
           this.socket.write('N');
           packet = this.startupReader.next();
           continue;
@@ -130,6 +174,11 @@ export class ClientSession implements CancelTarget {
           this.socket.end();
           return;
         case 'startup': {
+          if (this.ctx.clientTls().required && !(this.socket instanceof tls.TLSSocket)) {
+            throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, 'SSL required', {
+              hint: 'This pgmux accepts only TLS connections (client_tls_sslmode = require): connect with sslmode=require.',
+            });
+          }
           const rest = this.startupReader.takeRest();
           if (rest.length > 0) this.early.push(rest);
           if (req.minor > 0 || req.protocolOptions.length > 0) {
@@ -152,7 +201,12 @@ export class ClientSession implements CancelTarget {
     const cs = clientSettings(params);
     this.settings = cs.settings;
     this.applicationName = cs.settings.get('application_name') ?? '';
-    const choice = chooseEndpoint(this.ctx.endpoints(), this.ctx.settings().defaultEndpoint, this.database, cs.endpoint);
+    const choice = await chooseEndpoint(this.ctx.endpoints(), (name) => this.ctx.resolveEndpoint(name), this.ctx.settings().defaultEndpoint, {
+      fromServerName: endpointFromServerName(this.serverName, this.ctx.settings().sniDomains),
+      fromOptions: cs.endpoint,
+      database: this.database,
+    });
+    if (this.phase !== enum_.auth) return;
     this.endpointName = choice.endpoint.name;
     this.key = { endpoint: choice.endpoint.name, database: choice.database, user };
     this.log.debug({ user, database: this.database, endpoint: this.endpointName }, 'startup');
@@ -240,7 +294,7 @@ export class ClientSession implements CancelTarget {
           socket: this.socket,
           maxPacketSize: settings.maxPacketSize,
           queryTimeoutMs: settings.queryTimeoutMs,
-          pool: this.mode === 'none' ? null : this.ctx.pools.get(key),
+          pool: this.mode === 'none' ? null : (server.pool ?? this.ctx.pools.get(key)),
           terminated: () => {
             this.onClientGone('client sent Terminate');
             this.socket.end();
@@ -353,8 +407,8 @@ export class ClientSession implements CancelTarget {
       statementIds: this.ctx.statementIds,
       router,
       acquire: (node: number) => poolOf(node).acquire(),
-      release: (conn: ServerConnection, reset: boolean) => poolOf(conn.node).release(conn, { reset }),
-      discard: (conn: ServerConnection) => poolOf(conn.node).discard(conn),
+      release: (conn: ServerConnection, reset: boolean) => (conn.pool ?? poolOf(conn.node)).release(conn, { reset }),
+      discard: (conn: ServerConnection) => (conn.pool ?? poolOf(conn.node)).discard(conn),
       writeClient: (chunks: Buffer[]) => {
         if (this.phase === enum_.closed) return;
         let ok = true;

@@ -8,6 +8,7 @@ import type { CancelRegistry } from './cancel-registry.ts';
 import type { ClientSession } from './client-session.ts';
 import type { Router } from './mux-link.ts';
 import type { StatementIds } from './statements.ts';
+import type { ClientTls } from '../tls/client-tls.ts';
 
 /** An endpoint's router as sessions see it. */
 export interface EndpointRouter extends Router {
@@ -32,6 +33,8 @@ export interface SessionSettings {
   /** Unreported parameters followed from SET (track_extra_parameters), lower-cased. */
   extraTracked: ReadonlySet<string>;
   noticePerNodeStatement: boolean;
+  /** Domains under which a TLS server name's first label names an endpoint. */
+  sniDomains: readonly string[];
 }
 
 /** Everything a client session uses, wired by the server. */
@@ -51,5 +54,8 @@ export interface SessionContext {
   admitClient(session: ClientSession): boolean;
   clientGone(session: ClientSession): void;
   routerFor(endpoint: string): EndpointRouter;
+  /** A configured endpoint, or one the control plane knows. */
+  resolveEndpoint(name: string): Promise<Endpoint | undefined>;
+  clientTls(): ClientTls;
   statementIds: StatementIds;
 }
