@@ -92,12 +92,17 @@ async function main(): Promise<number> {
     console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
   }
   await new Promise<void>((resolve) => {
+    let stopping = false;
     const stop = (signal: string) => {
+      // A terminal's Ctrl-C may arrive twice (to the process group and
+      // forwarded by bin/pgmux.js): the first one stops, the rest wait.
+      if (stopping) return;
+      stopping = true;
       server.log.info({ signal }, 'stopping');
       resolve();
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
     // SIGHUP reads the configuration again; a bad one is refused and the
     // running one stays.
     process.on('SIGHUP', () => {

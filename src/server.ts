@@ -35,6 +35,14 @@ export function endpointsFromConfig(config: Config): Map<string, Endpoint> {
 
 const s = (seconds: number) => Math.round(seconds * 1000);
 
+/** Whether any client may be served by the message-level loop. */
+function needsClassifier(c: Config): boolean {
+  const muxMode = (m: string | undefined) => m === 'transaction' || m === 'statement';
+  if (muxMode(c.pool_mode) || c.control_plane_url !== undefined) return true;
+  if (Object.values(c.users).some((u) => muxMode(u.pool_mode))) return true;
+  return Object.values(c.endpoints).some((e) => muxMode(e.pool_mode) || (e.nodes.length > 1 && (e.load_balance ?? c.load_balance) !== 'off'));
+}
+
 function credentialOptions(config: Config) {
   return {
     authFile: config.auth_file,
@@ -182,7 +190,9 @@ export class PgmuxServer {
       ClientTls.load(c.client_tls_sslmode, c.client_tls_cert_file, c.client_tls_key_file),
       c.server_tls_ca_file === undefined ? undefined : readFile(c.server_tls_ca_file),
       this.credentials.load(),
-      loadClassifier(),
+      // The parser is only needed by the message-level loop; session pooling
+      // on single nodes never loads it (it costs memory).
+      needsClassifier(c) ? loadClassifier() : undefined,
     ]);
     this.clientTls = clientTls;
     this.serverCa = serverCa;

@@ -48,10 +48,31 @@ const EMPTY: BatchInfo = Object.freeze({
   firstSql: null,
 }) as BatchInfo;
 
-/** What the statements of a batch do, from a real PostgreSQL parser. */
-export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStatement>): BatchInfo {
+/**
+ * Words without which a statement cannot set a parameter, keep session
+ * state, control a transaction or clear state. When routing does not matter
+ * (one node) and a text holds none of them, the parser could find nothing
+ * that changes what pgmux does, so it is not asked. Matching is on
+ * lower-cased substrings, so it errs towards parsing.
+ */
+const STATEFUL_WORDS = ['set', 'listen', 'prepare', 'declare', 'temp', 'advisory', 'load', 'discard', 'deallocate', 'begin', 'start', 'commit', 'rollback', 'abort', 'end', 'savepoint', 'release', 'into', 'transaction', 'session', 'lock'];
+
+function mayMatter(sql: string): boolean {
+  const lower = sql.toLowerCase();
+  for (const w of STATEFUL_WORDS) if (lower.includes(w)) return true;
+  return false;
+}
+
+const PLAIN: BatchInfo = Object.freeze({ ...EMPTY, readOnly: false, hasSql: true }) as BatchInfo;
+
+/**
+ * What the statements of a batch do, from a real PostgreSQL parser.
+ * `routing`: whether the read-only verdict is needed (reads go to replicas).
+ */
+export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStatement>, routing = true): BatchInfo {
   const found: Classification[] = [];
   let firstSql: string | null = null;
+  let sawPlain = false;
   for (const { type, msg } of batch.msgs) {
     let sql: string | null = null;
     if (type === 0x51 /* Query */) sql = readQuery(msg);
@@ -62,11 +83,15 @@ export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStat
     }
     if (sql === null) continue;
     firstSql ??= sql;
+    if (!routing && !mayMatter(sql)) {
+      sawPlain = true;
+      continue;
+    }
     found.push(classify(sql));
   }
-  if (found.length === 0) return EMPTY;
-  if (found.length === 1) return fromOne(found[0], firstSql);
-  const info: BatchInfo = { ...EMPTY, functions: [], transaction: [], sets: [], clears: [], hasSql: true, firstSql };
+  if (found.length === 0) return sawPlain ? { ...PLAIN, firstSql } : EMPTY;
+  if (found.length === 1 && !sawPlain) return fromOne(found[0], firstSql);
+  const info: BatchInfo = { ...EMPTY, readOnly: !sawPlain, functions: [], transaction: [], sets: [], clears: [], hasSql: true, firstSql };
   for (const c of found) {
     info.readOnly &&= c.readOnly;
     info.functions.push(...c.functions);

@@ -26,6 +26,7 @@ import type { PoolMode, SessionContext } from './context.ts';
 import { DirectLink } from './direct-link.ts';
 import { MuxLink } from './mux-link.ts';
 import { syncParametersQuery } from './params.ts';
+import { loadClassifier } from '../sql/classify.ts';
 
 const enum_ = {
   startup: 0,
@@ -280,6 +281,7 @@ export class ClientSession implements CancelTarget {
     const useMux = this.mode === 'transaction' || this.mode === 'statement' || (this.mode === 'session' && router!.spreadsReads);
     let parameters: ReadonlyMap<string, string>;
     if (useMux) {
+      await loadClassifier();
       parameters = await this.startupParameters(key);
       if (this.phase !== enum_.connecting) return;
       const link = new MuxLink(this.muxHost(key, router!), this.muxStartup, settings.extraTracked);

@@ -19,6 +19,8 @@ const I = 0x49;
 export interface Router {
   /** Node for a batch no open transaction ties to a node. */
   route(info: BatchInfo, link: MuxLink): number | Promise<number>;
+  /** Reads may go elsewhere than writes: statements must be classified read or write. */
+  readonly spreadsReads?: boolean;
   /** A transaction of this client that wrote has committed. */
   noteWrite?(link: MuxLink): void;
   /** A line for log_per_node_statement, or null when that is off. */
@@ -181,7 +183,7 @@ export class MuxLink implements ServerOwner {
   private async pumpLoop(): Promise<void> {
     while (this.waiting.length > 0 && !this.closing) {
       const b = this.waiting[0];
-      b.info ??= inspect(b, this.statements);
+      b.info ??= inspect(b, this.statements, this.host.router.spreadsReads);
       const refusal = this.refusal(b.info);
       if (refusal !== null) {
         this.waiting.shift();
