@@ -82,6 +82,7 @@ async function startPgmux(env: TargetEnv, name: TargetName, mode: string, replic
   const size = mode === 'session' ? env.sessionPoolSize : env.transactionPoolSize;
   const args = [
     '--liftoff-only',
+    '--max-semi-space-size=4',
     path.join(env.repoDir, 'src/cli.ts'),
     '--listen', `127.0.0.1:${port}`,
     '--endpoint', `main=postgresql://${nodes}/${env.database}`,
@@ -97,7 +98,7 @@ async function startPgmux(env: TargetEnv, name: TargetName, mode: string, replic
     '--log-format', 'json',
   ];
   // A raised descriptor limit, for the many-connection runs.
-  const child = spawn('bash', ['-c', 'ulimit -n 65536 2>/dev/null || ulimit -n 4096; exec "$@"', 'pgmux', env.nodeBin, ...args], {
+  const child = spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'pgmux', env.nodeBin, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -151,8 +152,8 @@ async function startPgbouncer(env: TargetEnv, name: TargetName, mode: 'session' 
   }
   const cmd = ['pgbouncer', ini];
   const child = asRoot
-    ? spawn('runuser', ['-u', 'postgres', '--', 'bash', '-c', 'ulimit -n 65536 2>/dev/null || ulimit -n 4096; exec "$@"', 'pgbouncer', ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] })
-    : spawn('bash', ['-c', 'ulimit -n 65536 2>/dev/null || ulimit -n 4096; exec "$@"', 'pgbouncer', ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
+    ? spawn('runuser', ['-u', 'postgres', '--', 'bash', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'pgbouncer', ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] })
+    : spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'pgbouncer', ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   try {

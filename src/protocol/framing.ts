@@ -22,6 +22,19 @@ export interface FrameVisitor {
 
 const HEADER = 5;
 
+/** Lookup tables by message type, shared by every reader that asks for the same set. */
+const tables = new Map<string, Uint8Array>();
+function typeTable(types: string, all: boolean): Uint8Array {
+  const key = `${all ? '*' : ''}${types}`;
+  let t = tables.get(key);
+  if (t === undefined) {
+    t = new Uint8Array(256).fill(all ? 1 : 0);
+    for (let i = 0; i < types.length; i++) t[types.charCodeAt(i)] = 1;
+    tables.set(key, t);
+  }
+  return t;
+}
+
 export class FrameReader {
   private readonly maxLength: number;
   private readonly keep: Uint8Array;
@@ -41,10 +54,8 @@ export class FrameReader {
    */
   constructor(keepTypes: string, maxLength = 0x3fffffff, validTypes?: string) {
     this.maxLength = maxLength;
-    this.keep = new Uint8Array(256);
-    for (let i = 0; i < keepTypes.length; i++) this.keep[keepTypes.charCodeAt(i)] = 1;
-    this.valid = new Uint8Array(256).fill(validTypes === undefined ? 1 : 0);
-    for (let i = 0; validTypes !== undefined && i < validTypes.length; i++) this.valid[validTypes.charCodeAt(i)] = 1;
+    this.keep = typeTable(keepTypes, false);
+    this.valid = validTypes === undefined ? typeTable('', true) : typeTable(validTypes, false);
   }
 
   /** Types accepted; any other is refused as soon as its header is read. */

@@ -52,7 +52,7 @@ export class ClientSession implements CancelTarget {
   serverName: string | null = null;
   readonly connectedAt = Date.now();
   private readonly ctx: SessionContext;
-  private readonly log: Logger;
+  private childLog: Logger | null = null;
   private phase: Phase = enum_.startup;
 
   private readonly startupReader = new StartupReader();
@@ -76,7 +76,6 @@ export class ClientSession implements CancelTarget {
   constructor(socket: net.Socket, ctx: SessionContext) {
     this.socket = socket;
     this.ctx = ctx;
-    this.log = ctx.log.child({ client: this.id });
     socket.setNoDelay(true);
     this.attach(socket);
   }
@@ -118,6 +117,12 @@ export class ClientSession implements CancelTarget {
       },
     );
     return true;
+  }
+
+  /** This client's logger, made on first use (10,000 idle clients need not carry one each). */
+  private get log(): Logger {
+    this.childLog ??= this.ctx.log.child({ client: this.id });
+    return this.childLog;
   }
 
   /** The server connection serving this client right now, if a statement is running. */
@@ -272,6 +277,9 @@ export class ClientSession implements CancelTarget {
     this.ctx.stats.authSuccesses++;
     const keys = this.auth?.keys;
     if (keys) this.ctx.credentials.rememberClientKey(this.user, keys.clientKey, keys.serverKey);
+    // Login state is not needed any more; idle clients should weigh little.
+    this.auth = null;
+    this.authReader = null;
     this.socket.write(authenticationRequest(AUTH_OK));
 
     const key = this.key!;
