@@ -11,6 +11,8 @@ import { parseNodeUrl, type Endpoint } from './routing/endpoint.ts';
 import { EndpointRegistry } from './routing/registry.ts';
 import { ClientTls } from './tls/client-tls.ts';
 import { readFile } from 'node:fs/promises';
+import { adminBackend } from './admin/backend.ts';
+import type { AdminBackend } from './admin/console.ts';
 import { CancelRegistry } from './session/cancel-registry.ts';
 import { ClientSession } from './session/client-session.ts';
 import type { PoolMode, SessionContext, SessionSettings } from './session/context.ts';
@@ -42,6 +44,8 @@ function needsClassifier(c: Config): boolean {
   if (Object.values(c.users).some((u) => muxMode(u.pool_mode))) return true;
   return Object.values(c.endpoints).some((e) => muxMode(e.pool_mode) || (e.nodes.length > 1 && (e.load_balance ?? c.load_balance) !== 'off'));
 }
+
+const listOf = (s: string) => new Set(s.split(',').map((x) => x.trim()).filter((x) => x !== ''));
 
 function credentialOptions(config: Config) {
   return {
@@ -76,6 +80,11 @@ export class PgmuxServer {
   private readonly admitted = new Set<ClientSession>();
   private sessionSettings: SessionSettings;
   readonly ctx: SessionContext;
+  /** Where RELOAD (admin console) reads the configuration; the CLI sets it to re-read files and flags. */
+  reloadSource: () => Promise<Config> = async () => this.config;
+  /** What SHUTDOWN (admin console) does; the CLI sets it to stop the process. */
+  onShutdown: (mode: string) => void = () => void this.stop();
+  private readonly adminBackend: AdminBackend;
 
   constructor(config: Config, opts: { logger?: Logger } = {}) {
     this.config = config;
@@ -96,7 +105,7 @@ export class PgmuxServer {
       cancels,
       mockSecret: randomBytes(32),
       log: this.log,
-      stats: { authSuccesses: 0, authFailures: 0 },
+      stats: { authSuccesses: 0, authFailures: 0, queries: 0, transactions: 0, bytesIn: 0, bytesOut: 0 },
       openServer: (key, settings) => this.openServer(key, settings),
       admitClient: (session) => {
         if (this.admitted.size >= this.config.max_client_conn) return false;
@@ -110,8 +119,10 @@ export class PgmuxServer {
       routerFor: (endpoint) => this.registry.router(endpoint),
       resolveEndpoint: (name) => this.registry.resolve(name),
       clientTls: () => this.clientTls!,
+      admin: () => ({ backend: this.adminBackend, admins: listOf(this.config.admin_users), statsUsers: listOf(this.config.stats_users) }),
       statementIds: new StatementIds(),
     };
+    this.adminBackend = adminBackend(this, () => this.reloadSource(), (mode) => this.onShutdown(mode));
     this.listener = net.createServer({ noDelay: true }, (socket) => {
       const session = new ClientSession(socket, this.ctx);
       this.sessions.add(session);
@@ -236,6 +247,21 @@ export class PgmuxServer {
     for (const name of [...changed, ...removed]) this.pools.drain(name);
     this.pools.reconfigure();
     this.log.info({ added, changed, removed }, 'configuration reloaded');
+  }
+
+  /** KILL: ends every client of a database (or endpoint) and closes its server connections. */
+  kill(database: string): void {
+    const err = new PgError(SqlState.ADMIN_SHUTDOWN, `terminating connection: database "${database}" killed by the admin console`);
+    for (const s of this.sessions) if (s.database === database || s.endpointName === database) s.fatal(err);
+    this.reconnect(database);
+  }
+
+  /** RECONNECT: server connections of a database (or all) are replaced as they come free. */
+  reconnect(database?: string): void {
+    for (const p of this.pools.all()) {
+      const [endpoint, db] = p.key.split('\0');
+      if (database === undefined || db === database || endpoint === database) this.pools.drainPool(p);
+    }
   }
 
   /** Stops accepting, ends every client and closes every server connection. */

@@ -56,6 +56,12 @@ export class Pools {
     }
   }
 
+  /** Replaces one pool: its idle connections close now, busy ones when given back. */
+  drainPool(pool: Pool): void {
+    pool.shutdown();
+    if (this.pools.get(pool.key) === pool) this.pools.delete(pool.key);
+  }
+
   /** New settings (reload) for the pools that stay. */
   reconfigure(): void {
     for (const pool of this.pools.values()) {

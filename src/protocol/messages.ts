@@ -273,3 +273,33 @@ export function parsePasswordMessage(body: Buffer): string {
   if (r.remaining !== 0) throw protocolViolation('invalid password packet size');
   return s;
 }
+
+// ---- result sets pgmux answers itself (admin console) ----
+
+/** Type OIDs used in pgmux's own result sets. */
+export const TYPE_OID = { text: 25, int4: 23, int8: 20, float8: 701, bool: 16 } as const;
+
+export function rowDescription(columns: { name: string; type: number }[]): Buffer {
+  const m = new MessageBuilder().int16(columns.length);
+  for (const c of columns) {
+    const size = c.type === TYPE_OID.int8 || c.type === TYPE_OID.float8 ? 8 : c.type === TYPE_OID.int4 ? 4 : c.type === TYPE_OID.bool ? 1 : -1;
+    m.cstring(c.name).int32(0).int16(0).int32(c.type).int16(size).int32(-1).int16(0);
+  }
+  return m.build('T');
+}
+
+export function dataRow(values: (string | null)[]): Buffer {
+  const m = new MessageBuilder().int16(values.length);
+  for (const v of values) {
+    if (v === null) m.int32(-1);
+    else {
+      const b = Buffer.from(v, 'utf8');
+      m.int32(b.length).bytes(b);
+    }
+  }
+  return m.build('D');
+}
+
+export function commandComplete(tag: string): Buffer {
+  return new MessageBuilder().cstring(tag).build('C');
+}

@@ -27,6 +27,8 @@ import { DirectLink } from './direct-link.ts';
 import { MuxLink } from './mux-link.ts';
 import { syncParametersQuery } from './params.ts';
 import { loadClassifier } from '../sql/classify.ts';
+import { ADMIN_DATABASES, AdminLink } from '../admin/session.ts';
+import type { Rights } from '../admin/console.ts';
 
 const enum_ = {
   startup: 0,
@@ -70,7 +72,9 @@ export class ClientSession implements CancelTarget {
   private settings = new Map<string, string>();
   /** Startup settings for the message-level loop: lower-cased names, server spelling. */
   private muxStartup: ReadonlyMap<string, string> = new Map();
-  private link: DirectLink | MuxLink | null = null;
+  private link: DirectLink | MuxLink | AdminLink | null = null;
+  /** Set for admin console clients. */
+  private adminRights: Rights | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
 
   constructor(socket: net.Socket, ctx: SessionContext) {
@@ -207,6 +211,10 @@ export class ClientSession implements CancelTarget {
     const cs = clientSettings(params);
     this.settings = cs.settings;
     this.applicationName = cs.settings.get('application_name') ?? '';
+    if (ADMIN_DATABASES.has(this.database) && cs.endpoint === undefined) {
+      await this.startAdminAuth(user);
+      return;
+    }
     const choice = await chooseEndpoint(this.ctx.endpoints(), (name) => this.ctx.resolveEndpoint(name), this.ctx.settings().defaultEndpoint, {
       fromServerName: endpointFromServerName(this.serverName, this.ctx.settings().sniDomains),
       fromOptions: cs.endpoint,
@@ -220,9 +228,30 @@ export class ClientSession implements CancelTarget {
       throw new PgError(SqlState.TOO_MANY_CONNECTIONS, 'no more connections allowed (max_client_conn)');
     }
 
+    await this.authenticate(user, choice.endpoint.nodes[0], choice.database);
+  }
+
+  /**
+   * The admin console: the same authentication, then the user must be in
+   * admin_users or stats_users. auth_query runs on the first endpoint.
+   */
+  private async startAdminAuth(user: string): Promise<void> {
+    const admin = this.ctx.admin();
+    if (!admin.admins.has(user) && !admin.statsUsers.has(user)) {
+      throw new PgError(SqlState.INSUFFICIENT_PRIVILEGE, `user "${user}" may not use the admin console`, {
+        hint: 'List the user in admin_users or stats_users.',
+      });
+    }
+    this.adminRights = admin.admins.has(user) ? 'admin' : 'stats';
+    this.endpointName = '(admin)';
+    const first = [...this.ctx.endpoints().values()][0];
+    await this.authenticate(user, first?.nodes[0] ?? { host: '127.0.0.1', port: 5432 }, this.database);
+  }
+
+  private async authenticate(user: string, primary: { host: string; port: number }, database: string): Promise<void> {
     let credential;
     try {
-      credential = await this.ctx.credentials.lookup(user, choice.endpoint.nodes[0], choice.database);
+      credential = await this.ctx.credentials.lookup(user, primary, database);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'credential lookup failed');
       throw new PgError(SqlState.CONNECTION_FAILURE, `could not look up credentials for user "${user}"`, {
@@ -282,6 +311,15 @@ export class ClientSession implements CancelTarget {
     this.authReader = null;
     this.socket.write(authenticationRequest(AUTH_OK));
 
+    if (this.adminRights !== null) {
+      this.cancelKey = this.ctx.cancels.register(this);
+      this.link = new AdminLink(this.socket, this.ctx.admin().backend, this.adminRights, this.cancelKey, (reason) => this.onClientGone(reason));
+      this.phase = enum_.ready;
+      this.log.info({ user: this.user, database: this.database, rights: this.adminRights }, 'admin console login');
+      for (const c of this.early.splice(0)) this.link.onClientData(c);
+      this.socket.resume();
+      return;
+    }
     const key = this.key!;
     const settings = this.ctx.settings();
     this.mode = settings.poolModeFor(key.endpoint, key.user);
@@ -310,6 +348,7 @@ export class ClientSession implements CancelTarget {
             this.socket.end();
           },
           fatal: (err) => this.fatal(err),
+          stats: this.ctx.stats,
         },
         server,
       );
@@ -440,6 +479,7 @@ export class ClientSession implements CancelTarget {
         this.onClientGone('client sent Terminate');
         this.socket.end();
       },
+      stats: this.ctx.stats,
       notice: (text: string) => (settings.noticePerNodeStatement ? noticeResponse(text) : null),
     };
   }
@@ -466,6 +506,8 @@ export class ClientSession implements CancelTarget {
     this.phase = enum_.closed;
     if (this.cancelKey !== null) this.ctx.cancels.unregister(this.cancelKey.processId);
     this.ctx.clientGone(this);
+    this.ctx.stats.bytesIn += this.socket.bytesRead;
+    this.ctx.stats.bytesOut += this.socket.bytesWritten;
     if (wasLoggedIn) this.log.info({ reason, durationMs: Date.now() - this.connectedAt }, 'disconnect');
     else this.log.debug({ reason }, 'disconnect before login');
     const link = this.link;

@@ -9,6 +9,7 @@ import type { ClientSession } from './client-session.ts';
 import type { Router } from './mux-link.ts';
 import type { StatementIds } from './statements.ts';
 import type { ClientTls } from '../tls/client-tls.ts';
+import type { AdminBackend } from '../admin/console.ts';
 
 /** An endpoint's router as sessions see it. */
 export interface EndpointRouter extends Router {
@@ -37,6 +38,17 @@ export interface SessionSettings {
   sniDomains: readonly string[];
 }
 
+/** Totals for SHOW STATS and /metrics (bytes of live clients are added when shown). */
+export interface SessionStats {
+  authSuccesses: number;
+  authFailures: number;
+  /** ReadyForQuery messages clients received, and those that ended a transaction ('I'). */
+  queries: number;
+  transactions: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 /** Everything a client session uses, wired by the server. */
 export interface SessionContext {
   settings(): SessionSettings;
@@ -47,7 +59,7 @@ export interface SessionContext {
   /** Secret behind the mock SCRAM salts of unknown users. */
   mockSecret: Buffer;
   log: Logger;
-  stats: { authSuccesses: number; authFailures: number };
+  stats: SessionStats;
   /** A server connection of the client's own, with its startup settings (pool_mode = none). */
   openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection>;
   /** Counts the client against max_client_conn; false when over. */
@@ -57,5 +69,7 @@ export interface SessionContext {
   /** A configured endpoint, or one the control plane knows. */
   resolveEndpoint(name: string): Promise<Endpoint | undefined>;
   clientTls(): ClientTls;
+  /** The admin console, and who may use it. */
+  admin(): { backend: AdminBackend; admins: ReadonlySet<string>; statsUsers: ReadonlySet<string> };
   statementIds: StatementIds;
 }

@@ -19,6 +19,7 @@ export interface DirectHost {
   readonly pool: Pool | null;
   /** The client sent Terminate: end it. */
   terminated(): void;
+  readonly stats: { queries: number; transactions: number };
   fatal(err: unknown): void;
 }
 
@@ -125,6 +126,8 @@ export class DirectLink implements ServerOwner {
       case 0x5a /* ReadyForQuery */:
         this.pendingReady--;
         this.txStatus = body![0];
+        this.host.stats.queries++;
+        if (this.txStatus === 0x49) this.host.stats.transactions++;
         this.copyIn = false;
         return true;
       case 0x47 /* CopyInResponse */:

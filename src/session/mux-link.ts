@@ -49,6 +49,7 @@ export interface MuxHost {
   fatal(err: unknown): void;
   /** The client sent Terminate. */
   terminated(): void;
+  readonly stats: { queries: number; transactions: number };
   /** A notice for notice_per_node_statement. */
   notice(text: string): Buffer | null;
 }
@@ -367,7 +368,13 @@ export class MuxLink implements ServerOwner {
   }
 
   private onReady(status: number, forwarded: boolean): void {
-    if (forwarded && status === I) this.settleTransaction();
+    if (forwarded) {
+      this.host.stats.queries++;
+      if (status === I) {
+        this.host.stats.transactions++;
+        this.settleTransaction();
+      }
+    }
     queueMicrotask(() => this.afterReady());
   }
 

@@ -1,0 +1,152 @@
+import { readFileSync } from 'node:fs';
+import { ConfigSchema, type Config } from '../config/schema.ts';
+import { PgError, SqlState } from '../protocol/errors.ts';
+import type { PgmuxServer } from '../server.ts';
+import type { AdminBackend, Cell, Column, ResultSet } from './console.ts';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Settings SET may change on a running pgmux (the rest need a restart or RELOAD). */
+const CHANGEABLE = new Set([
+  'default_pool_size', 'max_client_conn', 'query_wait_timeout', 'server_idle_timeout', 'server_lifetime', 'server_connect_timeout',
+  'server_reset_query', 'log_level', 'auth_cache_ttl', 'auth_negative_cache_ttl', 'max_prepared_statements', 'on_session_state',
+  'load_balance', 'max_replica_lag', 'read_your_writes', 'log_per_node_statement', 'notice_per_node_statement', 'admin_users', 'stats_users',
+]);
+
+const time = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+
+/**
+ * The admin console's view of a running pgmux, with PgBouncer's column
+ * names and order where PgBouncer has the same command (so its exporters
+ * read pgmux), and pgmux's own SHOW ENDPOINTS and SHOW NODES.
+ */
+export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Config>, shutdown: (mode: string) => void): AdminBackend {
+  const pools = () =>
+    server.pools.all().map((p) => {
+      const [endpoint, database, user, node] = p.key.split('\0');
+      return { p, endpoint, database, user, node: Number(node) };
+    });
+  const show = (what: string): ResultSet | null => {
+    const c = server.currentConfig;
+    switch (what) {
+      case 'POOLS': {
+        const columns: Column[] = [
+          ['database', 'text'], ['user', 'text'], ['cl_active', 'int4'], ['cl_waiting', 'int4'], ['cl_active_cancel_req', 'int4'], ['cl_waiting_cancel_req', 'int4'],
+          ['sv_active', 'int4'], ['sv_active_cancel', 'int4'], ['sv_being_canceled', 'int4'], ['sv_idle', 'int4'], ['sv_used', 'int4'], ['sv_tested', 'int4'],
+          ['sv_login', 'int4'], ['maxwait', 'int4'], ['maxwait_us', 'int4'], ['pool_mode', 'text'], ['endpoint', 'text'], ['node', 'int4'],
+        ];
+        const rows: Cell[][] = pools().map(({ p, endpoint, database, user, node }) => {
+          const clients = [...server.sessions].filter((s) => s.endpointName === endpoint && s.user === user && s.database === database).length;
+          return [database, user, clients, p.waitingCount, 0, 0, p.activeCount, 0, 0, p.idleCount, 0, 0, 0, 0, 0, server.ctx.settings().poolModeFor(endpoint, user), endpoint, node];
+        });
+        return { columns, rows };
+      }
+      case 'CLIENTS':
+      case 'SERVERS': {
+        const columns: Column[] = [
+          ['type', 'text'], ['user', 'text'], ['database', 'text'], ['state', 'text'], ['addr', 'text'], ['port', 'int4'], ['local_addr', 'text'], ['local_port', 'int4'],
+          ['connect_time', 'text'], ['request_time', 'text'], ['wait', 'int4'], ['wait_us', 'int4'], ['close_needed', 'int4'], ['ptr', 'text'], ['link', 'text'],
+          ['remote_pid', 'int4'], ['tls', 'text'], ['application_name', 'text'],
+        ];
+        const rows: Cell[][] = [];
+        for (const s of server.sessions) {
+          const conn = s.server;
+          if (what === 'CLIENTS') {
+            rows.push(['C', s.user, s.database, conn !== null ? 'active' : 'idle', s.socket.remoteAddress ?? null, s.socket.remotePort ?? null, s.socket.localAddress ?? null, s.socket.localPort ?? null, time(s.connectedAt), time(s.connectedAt), 0, 0, 0, `c${s.id}`, conn ? `s${conn.id}` : '', 0, 'encrypted' in s.socket ? 'TLS' : '', s.applicationName]);
+          } else if (conn !== null) {
+            rows.push(['S', s.user, s.database, 'active', conn.host, conn.port, conn.socket.localAddress ?? null, conn.socket.localPort ?? null, time(conn.createdAt), time(conn.lastUsedAt), 0, 0, 0, `s${conn.id}`, `c${s.id}`, conn.processId, '', s.applicationName]);
+          }
+        }
+        return { columns, rows };
+      }
+      case 'STATS':
+      case 'STATS_TOTALS':
+      case 'STATS_AVERAGES': {
+        const st = server.ctx.stats;
+        const columns: Column[] = [
+          ['database', 'text'], ['total_xact_count', 'int8'], ['total_query_count', 'int8'], ['total_received', 'int8'], ['total_sent', 'int8'],
+          ['total_server_assignment_count', 'int8'], ['total_wait_time', 'int8'], ['auth_successes', 'int8'], ['auth_failures', 'int8'],
+        ];
+        const rows: Cell[][] = [];
+        const dbs = new Set(pools().map((x) => x.database));
+        for (const db of dbs) {
+          const ps = pools().filter((x) => x.database === db);
+          rows.push([db, st.transactions, st.queries, st.bytesIn, st.bytesOut, ps.reduce((a, x) => a + x.p.stats.lent, 0), 0, st.authSuccesses, st.authFailures]);
+        }
+        return { columns, rows };
+      }
+      case 'DATABASES': {
+        const columns: Column[] = [
+          ['name', 'text'], ['host', 'text'], ['port', 'int4'], ['database', 'text'], ['force_user', 'text'], ['pool_size', 'int4'], ['min_pool_size', 'int4'],
+          ['reserve_pool', 'int4'], ['pool_mode', 'text'], ['max_connections', 'int4'], ['current_connections', 'int4'], ['paused', 'int4'], ['disabled', 'int4'],
+        ];
+        const rows: Cell[][] = [];
+        for (const [name, ep] of server.registry.endpoints()) {
+          const n = ep.nodes[0];
+          const current = pools().filter((x) => x.endpoint === name).reduce((a, x) => a + x.p.total, 0);
+          rows.push([name, n.host, n.port, n.database ?? null, null, c.endpoints[name]?.default_pool_size ?? c.default_pool_size, 0, 0, c.endpoints[name]?.pool_mode ?? c.pool_mode, 0, current, 0, 0]);
+        }
+        return { columns, rows };
+      }
+      case 'USERS':
+        return { columns: [['name', 'text'], ['pool_mode', 'text']], rows: Object.entries(c.users).map(([name, u]) => [name, u.pool_mode ?? null]) };
+      case 'CONFIG': {
+        const defaults = ConfigSchema.parse({}) as Record<string, unknown>;
+        const rows: Cell[][] = Object.entries(c)
+          .filter(([, v]) => typeof v !== 'object')
+          .map(([k, v]) => [k, String(v), defaults[k] === undefined ? null : String(defaults[k]), CHANGEABLE.has(k) ? 'yes' : 'no']);
+        return { columns: [['key', 'text'], ['value', 'text'], ['default', 'text'], ['changeable', 'text']], rows };
+      }
+      case 'VERSION':
+        return { columns: [['version', 'text']], rows: [[`pgmux ${VERSION}`]] };
+      case 'LISTS': {
+        const all = pools();
+        const rows: Cell[][] = [
+          ['databases', server.registry.endpoints().size], ['users', Object.keys(c.users).length], ['pools', all.length],
+          ['used_clients', server.sessions.size], ['used_servers', all.reduce((a, x) => a + x.p.total, 0)],
+          ['free_servers', all.reduce((a, x) => a + x.p.idleCount, 0)],
+        ];
+        return { columns: [['list', 'text'], ['items', 'int4']], rows };
+      }
+      case 'ENDPOINTS': {
+        const rows: Cell[][] = [...server.registry.endpoints()].map(([name, ep]) => [
+          name, ep.nodes.map((n) => `${n.host}:${n.port}`).join(','), c.endpoints[name]?.pool_mode ?? c.pool_mode, server.registry.router(name).spreadsReads ? (c.endpoints[name]?.load_balance ?? c.load_balance) : 'off',
+          pools().filter((x) => x.endpoint === name).reduce((a, x) => a + x.p.total, 0),
+        ]);
+        return { columns: [['endpoint', 'text'], ['nodes', 'text'], ['pool_mode', 'text'], ['load_balance', 'text'], ['server_connections', 'int4']], rows };
+      }
+      case 'NODES': {
+        const rows: Cell[][] = [];
+        for (const [name, ep] of server.registry.endpoints()) {
+          const monitor = server.registry.monitors().get(name);
+          if (monitor === undefined) {
+            ep.nodes.forEach((n, i) => rows.push([i, name, n.host, n.port, i === 0 ? 'primary' : 'replica', c.endpoints[name]?.weights?.[i] ?? 1, 'up', 0, 0, null, null]));
+            continue;
+          }
+          for (const n of monitor.nodes()) rows.push([n.index, name, n.host, n.port, n.role, n.weight, n.up ? 'up' : 'down', n.lagBytes, Number.isFinite(n.lagSeconds) ? n.lagSeconds : null, n.reads, n.writes]);
+        }
+        return {
+          columns: [['node_id', 'int4'], ['endpoint', 'text'], ['hostname', 'text'], ['port', 'int4'], ['role', 'text'], ['weight', 'float8'], ['status', 'text'], ['lag_bytes', 'int8'], ['lag_seconds', 'float8'], ['select_cnt', 'int8'], ['write_cnt', 'int8']],
+          rows,
+        };
+      }
+      default:
+        return null;
+    }
+  };
+  return {
+    show,
+    reload: async () => server.reload(await reloadSource()),
+    set: async (key, value) => {
+      if (!CHANGEABLE.has(key)) throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, `"${key}" cannot be changed with SET`, { hint: 'Change it in the configuration and RELOAD, or restart.' });
+      const current = server.currentConfig as Record<string, unknown>;
+      const raw = typeof current[key] === 'number' ? Number(value) : typeof current[key] === 'boolean' ? ['on', 'true', '1', 'yes'].includes(value.toLowerCase()) : value;
+      const parsed = ConfigSchema.safeParse({ ...current, [key]: raw });
+      if (!parsed.success) throw new PgError(SqlState.INVALID_PARAMETER_VALUE, `invalid value for ${key}: ${parsed.error.issues[0]?.message ?? value}`);
+      await server.reload(parsed.data);
+    },
+    kill: (database) => server.kill(database),
+    reconnect: (database) => server.reconnect(database),
+    shutdown: (mode) => shutdown(mode),
+  };
+}

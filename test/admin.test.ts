@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
+import { psql } from './helpers/clients.ts';
+
+describe('admin console', () => {
+  let pgmux: RunningPgmux;
+  beforeAll(async () => {
+    pgmux = await startPgmux({ admin_users: 'app', stats_users: 'other', pool_mode: 'transaction', default_pool_size: 4 });
+  });
+  afterAll(async () => {
+    await pgmux.stop();
+    await sleep(100);
+  });
+
+  const admin = (db = 'pgmux') => pgmux.url('app', db);
+
+  it('answers SHOW commands with PgBouncer\'s columns, in psql\'s aligned, expanded and unaligned output', async () => {
+    const busy = new pg.Client({ connectionString: pgmux.url() });
+    await busy.connect();
+    await busy.query('SELECT 1');
+    const pools = await psql(admin(), 'SHOW POOLS', ['-P', 'tuples_only=off', '-P', 'footer=off']);
+    const [header, ...rows] = pools.split('\n');
+    expect(header.split('|').slice(0, 16)).toEqual([
+      'database', 'user', 'cl_active', 'cl_waiting', 'cl_active_cancel_req', 'cl_waiting_cancel_req', 'sv_active', 'sv_active_cancel',
+      'sv_being_canceled', 'sv_idle', 'sv_used', 'sv_tested', 'sv_login', 'maxwait', 'maxwait_us', 'pool_mode',
+    ]);
+    expect(rows.some((r) => r.startsWith('appdb|app|'))).toBe(true);
+    expect(await psql(admin('pgbouncer'), 'SHOW VERSION', ['-t'])).toMatch(/^pgmux \d+\.\d+\.\d+$/);
+    const expanded = await psql(admin(), 'SHOW LISTS', ['-x', '-P', 'format=aligned', '-P', 'tuples_only=off']);
+    expect(expanded).toMatch(/list\s+\| used_clients/);
+    const aligned = await psql(admin(), 'SHOW USERS', ['-P', 'format=aligned', '-P', 'tuples_only=off']);
+    expect(aligned.split('\n')[0]).toMatch(/^\s*name\s+\|\s+pool_mode\s*$/);
+    const c = new pg.Client({ connectionString: admin() });
+    await c.connect();
+    const r = await c.query('SHOW CLIENTS');
+    expect(r.fields.map((f) => f.name).slice(0, 4)).toEqual(['type', 'user', 'database', 'state']);
+    expect(r.fields.find((f) => f.name === 'port')!.dataTypeID).toBe(23);
+    expect(r.rows.some((row) => row.database === 'appdb')).toBe(true);
+    const nodes = await c.query('SHOW NODES');
+    expect(nodes.rows[0]).toMatchObject({ endpoint: 'main', role: 'primary', status: 'up' });
+    const stats = await c.query('SHOW STATS');
+    expect(Number(stats.rows.find((x) => x.database === 'appdb')?.total_query_count)).toBeGreaterThan(0);
+    await c.end();
+    await busy.end();
+  });
+
+  it('lets admins SET and RELOAD; stats users may only SHOW; others are refused', async () => {
+    const c = new pg.Client({ connectionString: admin() });
+    await c.connect();
+    await c.query('SET default_pool_size = 7');
+    const config = (await c.query('SHOW CONFIG')).rows;
+    expect(config.find((row) => row.key === 'default_pool_size')).toMatchObject({ value: '7', default: '20', changeable: 'yes' });
+    await c.query('RELOAD');
+    await expect(c.query('SET listen = x')).rejects.toMatchObject({ code: '0A000' });
+    await expect(c.query('SHOW NONSENSE')).rejects.toMatchObject({ code: '42601' });
+    await expect(c.query('DROP TABLE x')).rejects.toMatchObject({ code: '42601' });
+    await c.end();
+
+    const stats = new pg.Client({ connectionString: pgmux.url('other', 'pgmux') });
+    await stats.connect();
+    expect((await stats.query('SHOW VERSION')).rows).toHaveLength(1);
+    await expect(stats.query('RELOAD')).rejects.toMatchObject({ code: '42501' });
+    await stats.end();
+
+    const plain = await startPgmux({});
+    try {
+      await expect(psql(plain.url('app', 'pgmux'), 'SHOW POOLS')).rejects.toThrow(/may not use the admin console/);
+    } finally {
+      await plain.stop();
+    }
+  });
+
+  it('refuses the extended protocol with a clear error', async () => {
+    const c = new pg.Client({ connectionString: admin() });
+    c.on('error', () => {});
+    await c.connect();
+    await expect(c.query('SHOW POOLS WHERE $1', [1])).rejects.toThrow(/only the simple query protocol/);
+    await new Promise((r) => setTimeout(r, 50));
+  });
+
+  it('KILL ends the clients of a database, and RECONNECT replaces its server connections', async () => {
+    const victim = new pg.Client({ connectionString: pgmux.url() });
+    victim.on('error', () => {});
+    victim.connection.on('errorMessage', () => {});
+    await victim.connect();
+    await victim.query('SELECT 1');
+    const c = new pg.Client({ connectionString: admin() });
+    await c.connect();
+    await c.query('RECONNECT appdb');
+    expect((await victim.query('SELECT 2 AS two')).rows[0].two).toBe(2);
+    const ended = new Promise((r) => victim.once('end', r));
+    await c.query('KILL appdb');
+    await ended;
+    await c.end();
+    expect(await psql(pgmux.url(), 'SELECT 3')).toBe('3');
+  });
+});
