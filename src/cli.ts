@@ -91,27 +91,32 @@ async function main(): Promise<number> {
     console.error('with "CREATE TABLE t AS SELECT inet_server_port()" then "TABLE t".\n');
     console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
   }
-  await new Promise<void>((resolve) => {
+  const stopped = new Promise<void>((resolve) => {
     let stopping = false;
-    const stop = (signal: string) => {
-      // A terminal's Ctrl-C may arrive twice (to the process group and
-      // forwarded by bin/pgmux.js): the first one stops, the rest wait.
+    // SIGTERM waits for clients to leave, SIGINT only for running
+    // transactions; both give up after shutdown_timeout. A second signal
+    // (Ctrl-C reaches the process group, and bin/pgmux.js forwards it) is
+    // ignored while stopping.
+    const stop = (signal: string, wait: 'clients' | 'transactions' | 'none') => {
       if (stopping) return;
       stopping = true;
       server.log.info({ signal }, 'stopping');
-      resolve();
+      (wait === 'none' ? server.stop() : server.shutdown(wait)).then(resolve, resolve);
     };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT', 'transactions'));
+    process.on('SIGTERM', () => stop('SIGTERM', 'clients'));
+    server.onShutdown = (mode) => stop(`SHUTDOWN ${mode}`, mode === 'wait_for_clients' ? 'clients' : mode === 'wait_for_servers' ? 'transactions' : 'none');
     // SIGHUP reads the configuration again; a bad one is refused and the
     // running one stays.
+    const reloadSource = async () => overlay((await loadConfig(process.argv.slice(2), process.env)).config);
+    server.reloadSource = reloadSource;
     process.on('SIGHUP', () => {
-      loadConfig(process.argv.slice(2), process.env)
-        .then((next) => server.reload(overlay(next.config)))
+      reloadSource()
+        .then((next) => server.reload(next))
         .catch((err: Error) => server.log.error({ err: err.message }, 'configuration not reloaded; keeping the running one'));
     });
   });
-  await server.stop();
+  await stopped;
   await stopEmbedded?.();
   return 0;
 }

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createLogger } from './logging.ts';
 import type { Config } from './config/schema.ts';
 import { CredentialStore } from './auth/credential-store.ts';
 import { loginToServer } from './auth/server-login.ts';
@@ -12,6 +13,8 @@ import { EndpointRegistry } from './routing/registry.ts';
 import { ClientTls } from './tls/client-tls.ts';
 import { readFile } from 'node:fs/promises';
 import { adminBackend } from './admin/backend.ts';
+import type http from 'node:http';
+import { startMetricsServer } from './metrics/metrics.ts';
 import type { AdminBackend } from './admin/console.ts';
 import { CancelRegistry } from './session/cancel-registry.ts';
 import { ClientSession } from './session/client-session.ts';
@@ -85,10 +88,13 @@ export class PgmuxServer {
   /** What SHUTDOWN (admin console) does; the CLI sets it to stop the process. */
   onShutdown: (mode: string) => void = () => void this.stop();
   private readonly adminBackend: AdminBackend;
+  /** Accepting clients (false before start and once stopping). */
+  ready = false;
+  private metricsServer: http.Server | null = null;
 
   constructor(config: Config, opts: { logger?: Logger } = {}) {
     this.config = config;
-    this.log = opts.logger ?? pino({ level: config.log_level });
+    this.log = opts.logger ?? createLogger({ level: config.log_level, format: config.log_format });
     this.registry = new EndpointRegistry(config, this.log);
     this.sessionSettings = this.makeSessionSettings();
     this.credentials = new CredentialStore(credentialOptions(config));
@@ -105,7 +111,7 @@ export class PgmuxServer {
       cancels,
       mockSecret: randomBytes(32),
       log: this.log,
-      stats: { authSuccesses: 0, authFailures: 0, queries: 0, transactions: 0, bytesIn: 0, bytesOut: 0 },
+      stats: { authSuccesses: 0, authFailures: 0, queries: 0, transactions: 0, bytesIn: 0, bytesOut: 0, preparedHits: 0, preparedMisses: 0 },
       openServer: (key, settings) => this.openServer(key, settings),
       admitClient: (session) => {
         if (this.admitted.size >= this.config.max_client_conn) return false;
@@ -216,6 +222,8 @@ export class PgmuxServer {
         resolve();
       });
     });
+    if (c.metrics_listen !== undefined) this.metricsServer = await startMetricsServer(c.metrics_listen, this);
+    this.ready = true;
     const addr = this.listener.address() as net.AddressInfo;
     this.log.info({ host: addr.address, port: addr.port, endpoints: [...this.registry.endpoints().keys()] }, 'listening');
     return { host: addr.address, port: addr.port };
@@ -242,11 +250,18 @@ export class PgmuxServer {
     this.config = config;
     this.clientTls = clientTls;
     this.serverCa = serverCa;
+    this.log.level = config.log_level;
     this.sessionSettings = this.makeSessionSettings();
     const { added, changed, removed } = await this.registry.reload(config);
     for (const name of [...changed, ...removed]) this.pools.drain(name);
     this.pools.reconfigure();
     this.log.info({ added, changed, removed }, 'configuration reloaded');
+  }
+
+  /** Where /metrics is served, once started with metrics_listen. */
+  metricsAddress(): { host: string; port: number } | null {
+    const a = this.metricsServer?.address();
+    return a && typeof a === 'object' ? { host: a.address, port: a.port } : null;
   }
 
   /** KILL: ends every client of a database (or endpoint) and closes its server connections. */
@@ -264,10 +279,26 @@ export class PgmuxServer {
     }
   }
 
+  /**
+   * Graceful stop: no new clients, then wait — for every client to leave
+   * (`clients`, SIGTERM) or only for statements and transactions running
+   * now (`transactions`, SIGINT) — at most shutdown_timeout, then stop().
+   */
+  async shutdown(wait: 'clients' | 'transactions'): Promise<void> {
+    this.ready = false;
+    this.listener.close();
+    const deadline = Date.now() + s(this.config.shutdown_timeout);
+    const busy = () => (wait === 'clients' ? this.sessions.size > 0 : [...this.sessions].some((x) => x.currentServer() !== null));
+    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await this.stop();
+  }
+
   /** Stops accepting, ends every client and closes every server connection. */
   async stop(): Promise<void> {
     // close() stops accepting at once but calls back only when every
     // connection has ended, which the sessions below see to.
+    this.ready = false;
+    this.metricsServer?.close();
     const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     const err = new PgError(SqlState.ADMIN_SHUTDOWN, 'pgmux is shutting down');
     for (const session of this.sessions) session.fatal(err);

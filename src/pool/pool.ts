@@ -53,7 +53,10 @@ export class Pool {
   /** Statistics for the admin console and metrics. */
   stats = { opened: 0, closed: 0, lent: 0, waitTimeouts: 0 };
 
-  constructor(key: string, settings: PoolSettings, open: () => Promise<ServerConnection>) {
+  private readonly onWait: (seconds: number) => void;
+
+  constructor(key: string, settings: PoolSettings, open: () => Promise<ServerConnection>, onWait: (seconds: number) => void = () => {}) {
+    this.onWait = onWait;
     this.key = key;
     this.settings = settings;
     this.open = open;
@@ -77,7 +80,15 @@ export class Pool {
     const conn = this.takeIdle();
     if (conn !== null) return Promise.resolve(conn);
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, timer: null };
+      const since = performance.now();
+      const waiter: Waiter = {
+        resolve: (c) => {
+          this.onWait((performance.now() - since) / 1000);
+          resolve(c);
+        },
+        reject,
+        timer: null,
+      };
       const ms = this.settings.queryWaitTimeoutMs;
       if (ms > 0) {
         waiter.timer = setTimeout(() => {

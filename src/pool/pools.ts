@@ -22,6 +22,8 @@ export class Pools {
   private readonly settingsFor: (key: PoolKey) => PoolSettings;
   private readonly opener: ServerOpener;
   private readonly reaper: NodeJS.Timeout;
+  /** Told how long each client waited for a server connection, in seconds (metrics). */
+  onWait: ((seconds: number) => void) | null = null;
 
   constructor(settingsFor: (key: PoolKey) => PoolSettings, opener: ServerOpener) {
     this.settingsFor = settingsFor;
@@ -37,7 +39,7 @@ export class Pools {
     let pool = this.pools.get(id);
     if (pool === undefined) {
       const k = { endpoint: key.endpoint, database: key.database, user: key.user, node };
-      pool = new Pool(id, this.settingsFor(k), () => this.opener(k));
+      pool = new Pool(id, this.settingsFor(k), () => this.opener(k), (s) => this.onWait?.(s));
       this.pools.set(id, pool);
     }
     return pool;

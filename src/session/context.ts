@@ -47,6 +47,8 @@ export interface SessionStats {
   transactions: number;
   bytesIn: number;
   bytesOut: number;
+  preparedHits: number;
+  preparedMisses: number;
 }
 
 /** Everything a client session uses, wired by the server. */

@@ -49,7 +49,7 @@ export interface MuxHost {
   fatal(err: unknown): void;
   /** The client sent Terminate. */
   terminated(): void;
-  readonly stats: { queries: number; transactions: number };
+  readonly stats: { queries: number; transactions: number; preparedHits: number; preparedMisses: number };
   /** A notice for notice_per_node_statement. */
   notice(text: string): Buffer | null;
 }

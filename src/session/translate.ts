@@ -18,6 +18,7 @@ import type { Batch } from './batch.ts';
 export interface TranslatorHost {
   readonly maxPrepared: number;
   readonly statementIds: StatementIds;
+  readonly stats: { preparedHits: number; preparedMisses: number };
 }
 
 export interface Translated {
@@ -75,9 +76,11 @@ export class Translator {
           this.statements.set(p.name, st);
           if (conn.prepared.has(id)) {
             conn.prepared.touch(id);
+            this.host.stats.preparedHits++;
             q.push({ kind: enum_.synth, type, bytes: PARSE_COMPLETE });
             break;
           }
+          this.host.stats.preparedMisses++;
           this.evict(conn, out);
           conn.prepared.add(id);
           out.chunks.push(buildParse(serverStatementName(id), rest));
@@ -195,8 +198,10 @@ export class Translator {
   private ensurePrepared(conn: ServerConnection, st: ClientStatement, out: Translated): void {
     if (conn.prepared.has(st.id)) {
       conn.prepared.touch(st.id);
+      this.host.stats.preparedHits++;
       return;
     }
+    this.host.stats.preparedMisses++;
     this.evict(conn, out);
     conn.prepared.add(st.id);
     out.chunks.push(buildParse(serverStatementName(st.id), st.rest));
