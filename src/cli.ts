@@ -59,6 +59,7 @@ async function main(): Promise<number> {
     console.log(loaded.help);
     return 0;
   }
+  for (const w of loaded.warnings) console.error(`pgmux: warning: ${w}`);
   let config = loaded.config;
   let stopEmbedded: (() => Promise<void>) | null = null;
   let overlay = (c: Config) => c;

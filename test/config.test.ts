@@ -307,7 +307,8 @@ password = 5
   it('for command-line mistakes', async () => {
     expect(await configError(['--pool-mod', 'none'])).toMatch(/unknown option '--pool-mod'.*--pool-mode/);
     expect(await configError(['--listen'])).toMatch(/argument missing/);
-    expect(await configError(['stray'])).toMatch(/too many arguments/);
+    expect(await configError(['stray'])).toMatch(/config file ".*stray" does not exist/);
+    expect(await configError(['one.toml', 'two.toml'])).toMatch(/too many arguments/);
     expect(await configError(['--user-password', 'nopassword'])).toBe('--user-password "nopassword": expected name=password');
     expect(await configError(['--endpoint', 'a=h:1', '--endpoint', 'a=h:2'])).toBe('--endpoint: endpoint "a" is given twice');
     expect(await configError([], { PGMUX_ENDPOINTS: 'main=http://h' })).toBe(

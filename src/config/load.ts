@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml, TomlError } from 'smol-toml';
+import { isPgbouncerIni, pgbouncerIniToConfig } from './pgbouncer-ini.ts';
 import { parseEndpointSpecs } from './endpoint-spec.ts';
 import { ConfigError } from './errors.ts';
 import { describeSetting, scalarSettings, type ScalarSetting } from './introspect.ts';
@@ -43,6 +44,8 @@ export interface LoadedConfig {
   configPath?: string;
   /** --embedded: start a throw-away local primary and replica and serve them. */
   embedded: boolean;
+  /** Things the operator should know at start (pgbouncer.ini keys pgmux ignores). */
+  warnings: string[];
   /**
    * Text to print instead of starting, for --help or --version. `config`
    * then holds the defaults and no file or variable has been read.
@@ -108,7 +111,8 @@ interface Program {
 function buildProgram(): Program {
   const command = new Command('pgmux')
     .description('PostgreSQL connection pooler, router and load balancer')
-    .usage('[options]')
+    .usage('[options] [pgmux.toml | pgbouncer.ini]')
+    .argument('[file]', 'configuration file: pgmux TOML, or a pgbouncer.ini read as PgBouncer would')
     // --help and --version are ordinary options here so that loadConfig can
     // hand their text to the caller instead of commander exiting the process.
     .helpOption(false)
@@ -141,7 +145,7 @@ async function versionText(): Promise<string> {
 }
 
 /** Reads and parses a TOML config file; a ConfigError says what is wrong with it. */
-export async function readConfigFile(file: string): Promise<unknown> {
+export async function readConfigFile(file: string, warnings: string[] = []): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -149,6 +153,11 @@ export async function readConfigFile(file: string): Promise<unknown> {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ConfigError(`config file "${file}" does not exist`);
     throw new ConfigError(`cannot read config file "${file}": ${(err as Error).message}`);
+  }
+  if (isPgbouncerIni(file, text)) {
+    const { config, ignored } = pgbouncerIniToConfig(text, file);
+    if (ignored.length > 0) warnings.push(`${file}: pgbouncer.ini settings pgmux does not use: ${ignored.join(', ')}`);
+    return config;
   }
   try {
     return parseToml(text);
@@ -312,16 +321,18 @@ export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promis
   const embedded = opts.embedded === true;
   if (opts.help === true || opts.version === true) {
     const help = opts.help === true ? `${program.command.helpInformation()}${HELP_FOOTER}` : await versionText();
-    return { config: ConfigSchema.parse({}), embedded, help };
+    return { config: ConfigSchema.parse({}), embedded, help, warnings: [] };
   }
 
   const envConfig = env[`${ENV_PREFIX}CONFIG`];
-  const given = opts.config ?? (envConfig === undefined || envConfig === '' ? undefined : envConfig);
+  const positional = program.command.args[0];
+  const given = opts.config ?? positional ?? (envConfig === undefined || envConfig === '' ? undefined : envConfig);
   const configPath = given === undefined ? undefined : path.resolve(given);
   const sources = new Map<string, string>();
+  const warnings: string[] = [];
   let file: Record<string, unknown> = {};
   if (configPath !== undefined) {
-    const parsed = await readConfigFile(configPath);
+    const parsed = await readConfigFile(configPath, warnings);
     // TOML documents are always tables; this only guards the type.
     file = isTable(parsed) ? parsed : {};
     sources.set('', `in ${configPath}`);
@@ -335,5 +346,5 @@ export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promis
 
   const layers = [envLayer(env), flagLayer(program)];
   const config = validate(merge(file, layers, sources), sources);
-  return { config, configPath, embedded };
+  return { config, configPath, embedded, warnings };
 }
