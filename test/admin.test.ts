@@ -71,6 +71,32 @@ describe('admin console', () => {
     }
   });
 
+  it('PAUSE waits for running transactions and holds new queries; RESUME releases them', async () => {
+    const a = new pg.Client({ connectionString: pgmux.url() });
+    const b = new pg.Client({ connectionString: pgmux.url() });
+    const c = new pg.Client({ connectionString: admin() });
+    await Promise.all([a.connect(), b.connect(), c.connect()]);
+    await a.query('BEGIN');
+    await a.query('SELECT 1');
+    let paused = false;
+    const pause = c.query('PAUSE appdb').then(() => (paused = true));
+    await sleep(200);
+    expect(paused).toBe(false);
+    await a.query('COMMIT');
+    await pause;
+    let answered = false;
+    const held = b.query('SELECT 7 AS seven').then((r) => {
+      answered = true;
+      return r.rows[0].seven;
+    });
+    await sleep(300);
+    expect(answered).toBe(false);
+    expect((await c.query('SHOW POOLS')).rows.find((r) => r.database === 'appdb')).toMatchObject({ paused: 1, cl_waiting: 1 });
+    await c.query('RESUME appdb');
+    expect(await held).toBe(7);
+    await Promise.all([a.end(), b.end(), c.end()]);
+  });
+
   it('refuses the extended protocol with a clear error', async () => {
     const c = new pg.Client({ connectionString: admin() });
     c.on('error', () => {});

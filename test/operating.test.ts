@@ -22,6 +22,11 @@ describe('metrics and health', () => {
       await c.query({ name: 'm', text: 'SELECT $1::int', values: [2] });
       await expect(psql(pgmux.url('app', 'appdb', 'wrong'), 'SELECT 1')).rejects.toThrow();
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      // The text exposition format: comments, or "name{labels} value" samples.
+      for (const line of text.split('\n')) {
+        if (line === '' || line.startsWith('# HELP ') || line.startsWith('# TYPE ')) continue;
+        expect(line).toMatch(/^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? -?(?:[0-9.e+-]+|NaN|\+Inf|-Inf)$/);
+      }
       expect(text).toMatch(/^pgmux_clients\{endpoint="main",state="idle"\} 1$/m);
       expect(text).toMatch(/^pgmux_auth_successes_total [1-9]/m);
       expect(text).toMatch(/^pgmux_auth_failures_total 1$/m);

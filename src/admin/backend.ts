@@ -13,6 +13,7 @@ const CHANGEABLE = new Set([
   'load_balance', 'max_replica_lag', 'read_your_writes', 'log_per_node_statement', 'notice_per_node_statement', 'admin_users', 'stats_users',
 ]);
 
+const s = (seconds: number) => Math.round(seconds * 1000);
 const time = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
 
 /**
@@ -33,11 +34,11 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
         const columns: Column[] = [
           ['database', 'text'], ['user', 'text'], ['cl_active', 'int4'], ['cl_waiting', 'int4'], ['cl_active_cancel_req', 'int4'], ['cl_waiting_cancel_req', 'int4'],
           ['sv_active', 'int4'], ['sv_active_cancel', 'int4'], ['sv_being_canceled', 'int4'], ['sv_idle', 'int4'], ['sv_used', 'int4'], ['sv_tested', 'int4'],
-          ['sv_login', 'int4'], ['maxwait', 'int4'], ['maxwait_us', 'int4'], ['pool_mode', 'text'], ['endpoint', 'text'], ['node', 'int4'],
+          ['sv_login', 'int4'], ['maxwait', 'int4'], ['maxwait_us', 'int4'], ['pool_mode', 'text'], ['endpoint', 'text'], ['node', 'int4'], ['paused', 'int4'],
         ];
         const rows: Cell[][] = pools().map(({ p, endpoint, database, user, node }) => {
           const clients = [...server.sessions].filter((s) => s.endpointName === endpoint && s.user === user && s.database === database).length;
-          return [database, user, clients, p.waitingCount, 0, 0, p.activeCount, 0, 0, p.idleCount, 0, 0, 0, 0, 0, server.ctx.settings().poolModeFor(endpoint, user), endpoint, node];
+          return [database, user, clients, p.waitingCount, 0, 0, p.activeCount, 0, 0, p.idleCount, 0, 0, 0, 0, 0, server.ctx.settings().poolModeFor(endpoint, user), endpoint, node, p.paused ? 1 : 0];
         });
         return { columns, rows };
       }
@@ -147,6 +148,14 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
     },
     kill: (database) => server.kill(database),
     reconnect: (database) => server.reconnect(database),
+    pause: async (database) => {
+      try {
+        await server.pools.pause(database, s(server.currentConfig.shutdown_timeout));
+      } catch (err) {
+        throw new PgError(SqlState.QUERY_CANCELED, `PAUSE did not complete: ${(err as Error).message}`, { hint: 'Clients keep waiting; RESUME releases them.' });
+      }
+    },
+    resume: (database) => server.pools.resume(database),
     shutdown: (mode) => shutdown(mode),
   };
 }

@@ -17,6 +17,8 @@ export interface AdminBackend {
   set(key: string, value: string): Promise<void>;
   kill(database: string): void;
   reconnect(database?: string): void;
+  pause(database?: string): Promise<void>;
+  resume(database?: string): void;
   shutdown(mode: 'now' | 'wait_for_clients' | 'wait_for_servers'): void;
 }
 
@@ -30,6 +32,8 @@ type Command =
   | { kind: 'set'; key: string; value: string }
   | { kind: 'kill'; database: string }
   | { kind: 'reconnect'; database?: string }
+  | { kind: 'pause'; database?: string }
+  | { kind: 'resume'; database?: string }
   | { kind: 'shutdown'; mode: 'now' | 'wait_for_clients' | 'wait_for_servers' };
 
 /** Splits the console's tiny language into words; quoted values keep their spaces. */
@@ -54,7 +58,7 @@ export function parseCommand(sql: string): Command {
   const verb = (w[0] ?? '').toUpperCase();
   const syntax = () =>
     new PgError(SqlState.SYNTAX_ERROR, `invalid command "${sql.trim().slice(0, 60)}"`, {
-      hint: `Commands: SHOW ${SHOW_COMMANDS.join('|')}, RELOAD, SET key = value, KILL db, RECONNECT [db], SHUTDOWN [WAIT_FOR_CLIENTS|WAIT_FOR_SERVERS].`,
+      hint: `Commands: SHOW ${SHOW_COMMANDS.join('|')}, PAUSE [db], RESUME [db], RELOAD, SET key = value, KILL db, RECONNECT [db], SHUTDOWN [WAIT_FOR_CLIENTS|WAIT_FOR_SERVERS].`,
     });
   switch (verb) {
     case 'SHOW': {
@@ -74,8 +78,10 @@ export function parseCommand(sql: string): Command {
       if (w.length !== 2) throw syntax();
       return { kind: 'kill', database: w[1] };
     case 'RECONNECT':
+    case 'PAUSE':
+    case 'RESUME':
       if (w.length > 2) throw syntax();
-      return { kind: 'reconnect', database: w[1] };
+      return { kind: verb.toLowerCase() as 'reconnect', database: w[1] };
     case 'SHUTDOWN': {
       const mode = (w[1] ?? '').toUpperCase();
       if (w.length === 1) return { kind: 'shutdown', mode: 'now' };
@@ -131,6 +137,14 @@ export async function runAdminQuery(sql: string, backend: AdminBackend, rights: 
         case 'reconnect':
           backend.reconnect(cmd.database);
           out.push(commandComplete('RECONNECT'));
+          break;
+        case 'pause':
+          await backend.pause(cmd.database);
+          out.push(commandComplete('PAUSE'));
+          break;
+        case 'resume':
+          backend.resume(cmd.database);
+          out.push(commandComplete('RESUME'));
           break;
         case 'shutdown':
           out.push(commandComplete('SHUTDOWN'));

@@ -77,7 +77,7 @@ export class Pool {
 
   /** A logged-in server connection for one client, now or when one frees up. */
   acquire(): Promise<ServerConnection> {
-    const conn = this.takeIdle();
+    const conn = this.paused ? null : this.takeIdle();
     if (conn !== null) return Promise.resolve(conn);
     return new Promise((resolve, reject) => {
       const since = performance.now();
@@ -205,7 +205,7 @@ export class Pool {
       return;
     }
     conn.lastUsedAt = Date.now();
-    const w = this.waiters.shift();
+    const w = this.paused ? undefined : this.waiters.shift();
     if (w !== undefined) {
       if (w.timer) clearTimeout(w.timer);
       this.busy++;
@@ -223,8 +223,32 @@ export class Pool {
     };
   }
 
+  /**
+   * PAUSE: no connection is lent until resume(); clients wait in the queue
+   * (query_wait_timeout still applies). Those in use finish normally.
+   */
+  paused = false;
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    for (;;) {
+      if (this.waiters.length === 0) break;
+      const c = this.takeIdle();
+      if (c === null) break;
+      const w = this.waiters.shift()!;
+      if (w.timer) clearTimeout(w.timer);
+      w.resolve(c);
+    }
+    this.grow();
+  }
+
   /** Opens connections while clients wait and the pool has room. */
   private grow(): void {
+    if (this.paused) return;
     while (this.waiters.length > this.opening && this.total < this.settings.size) {
       this.opening++;
       this.open().then(

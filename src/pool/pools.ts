@@ -40,6 +40,7 @@ export class Pools {
     if (pool === undefined) {
       const k = { endpoint: key.endpoint, database: key.database, user: key.user, node };
       pool = new Pool(id, this.settingsFor(k), () => this.opener(k), (s) => this.onWait?.(s));
+      if (this.isPaused(key.database)) pool.pause();
       this.pools.set(id, pool);
     }
     return pool;
@@ -56,6 +57,32 @@ export class Pools {
       pool.shutdown();
       this.pools.delete(id);
     }
+  }
+
+  /** Databases paused by the admin console ('' pauses all). */
+  private readonly paused = new Set<string>();
+
+  private isPaused(database: string): boolean {
+    return this.paused.has('') || this.paused.has(database);
+  }
+
+  /** PAUSE [db]: resolves once no pool of the database has a connection in use. */
+  async pause(database: string | undefined, timeoutMs: number): Promise<void> {
+    this.paused.add(database ?? '');
+    const mine = () => this.all().filter((p) => database === undefined || p.key.split('\0')[1] === database);
+    for (const p of mine()) p.pause();
+    const deadline = Date.now() + timeoutMs;
+    while (mine().some((p) => p.activeCount > 0)) {
+      if (Date.now() > deadline) throw new Error('connections still in use after the wait');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** RESUME [db]. */
+  resume(database?: string): void {
+    if (database === undefined) this.paused.clear();
+    else this.paused.delete(database);
+    for (const p of this.all()) if (!this.isPaused(p.key.split('\0')[1])) p.resume();
   }
 
   /** Replaces one pool: its idle connections close now, busy ones when given back. */
