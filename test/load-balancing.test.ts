@@ -77,7 +77,9 @@ describe('reads over a primary and two streaming replicas', () => {
       CREATE TABLE ryw (id int PRIMARY KEY, v text); GRANT ALL ON ryw TO app;
       CREATE TABLE bumps (n int); GRANT ALL ON bumps TO app;
       CREATE FUNCTION bump() RETURNS int VOLATILE LANGUAGE sql AS 'INSERT INTO bumps VALUES (1) RETURNING n';
-      CREATE FUNCTION port_of_node() RETURNS int STABLE LANGUAGE sql AS 'SELECT inet_server_port()';`);
+      CREATE FUNCTION port_of_node() RETURNS int STABLE LANGUAGE sql AS 'SELECT inet_server_port()';
+      CREATE SEQUENCE sneaky_seq; GRANT USAGE ON sneaky_seq TO app;
+      CREATE FUNCTION sneaky() RETURNS bigint STABLE LANGUAGE plpgsql AS $$ BEGIN RETURN nextval('sneaky_seq'); END $$;`);
     await admin.end();
     await cluster.waitForReplicas();
     const sink = new Writable({
@@ -174,6 +176,22 @@ describe('reads over a primary and two streaming replicas', () => {
       await delayed.stop();
     }
   }, 60_000);
+
+  it('re-runs on the primary, unseen, a read that a replica refuses with 25006', async () => {
+    // Declared STABLE, yet it calls nextval: a replica refuses it.
+    const c = new pg.Client({ connectionString: pgmux.url() });
+    await c.connect();
+    const values: number[] = [];
+    for (let i = 0; i < 20; i++) values.push(Number((await c.query('SELECT sneaky() AS v')).rows[0].v));
+    for (let i = 0; i < 20; i++) values.push(Number((await c.query({ name: 'sneaky', text: 'SELECT sneaky() AS v' })).rows[0].v));
+    expect(values).toEqual([...values].sort((a, b) => a - b));
+    expect(new Set(values).size).toBe(40);
+    // Reads that go well on replicas are not held back: they still land there.
+    const ports = new Set<number>();
+    for (let i = 0; i < 30; i++) ports.add((await c.query('SELECT inet_server_port() AS p')).rows[0].p);
+    expect(ports.size).toBeGreaterThan(1);
+    await c.end();
+  });
 
   it('returns the results of a pipeline of reads and writes in order', async () => {
     const sql = postgres(pgmux.url(), { max: 1 });

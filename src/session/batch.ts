@@ -12,6 +12,8 @@ export interface Batch {
   bytes: number;
   /** Set by inspect(). */
   info: BatchInfo | null;
+  /** A node the batch must go to (a read re-sent to the primary). */
+  forceNode?: number;
 }
 
 export interface BatchInfo {

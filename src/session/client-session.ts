@@ -25,7 +25,7 @@ import { sendCancel, type CancelTarget } from './cancel-registry.ts';
 import type { PoolMode, SessionContext } from './context.ts';
 import { DirectLink } from './direct-link.ts';
 import { MuxLink } from './mux-link.ts';
-import { syncParametersQuery } from './params.ts';
+import { loginParameters } from './login-params.ts';
 import { loadClassifier } from '../sql/classify.ts';
 import { ADMIN_DATABASES, AdminLink } from '../admin/session.ts';
 import type { Rights } from '../admin/console.ts';
@@ -70,8 +70,6 @@ export class ClientSession implements CancelTarget {
   mode: PoolMode = 'session';
   private key: PoolKey | null = null;
   private settings = new Map<string, string>();
-  /** Startup settings for the message-level loop: lower-cased names, server spelling. */
-  private muxStartup: ReadonlyMap<string, string> = new Map();
   private link: DirectLink | MuxLink | AdminLink | null = null;
   /** Set for admin console clients. */
   private adminRights: Rights | null = null;
@@ -328,9 +326,11 @@ export class ClientSession implements CancelTarget {
     let parameters: ReadonlyMap<string, string>;
     if (useMux) {
       await loadClassifier();
-      parameters = await this.startupParameters(key);
+      const primary = this.ctx.pools.get({ ...key, node: router!.primaryNode() });
+      const login = await loginParameters(primary, this.settings, settings.queryTimeoutMs);
+      parameters = login.reported;
       if (this.phase !== enum_.connecting) return;
-      const link = new MuxLink(this.muxHost(key, router!), this.muxStartup, settings.extraTracked);
+      const link = new MuxLink(this.muxHost(key, router!), login.want, settings.extraTracked);
       for (const [k, v] of parameters) link.params.reported.set(k, v);
       this.link = link;
     } else {
@@ -399,47 +399,6 @@ export class ClientSession implements CancelTarget {
       }
     }
     return server;
-  }
-
-  /**
-   * The ParameterStatus set for a client that logs in without a server
-   * connection of its own: known from an earlier login with the same
-   * settings, or learnt now from a pooled connection, which also checks the
-   * settings (a value the server refuses gets the server's own error).
-   */
-  private async startupParameters(key: PoolKey): Promise<ReadonlyMap<string, string>> {
-    const pool = this.ctx.pools.get({ ...key, node: this.ctx.routerFor(key.endpoint).primaryNode() });
-    const checked = new Map<string, string>();
-    for (const [k, v] of this.settings) checked.set(k.toLowerCase(), v);
-    checked.delete('application_name');
-    const cacheKey = JSON.stringify([...checked].sort());
-    let known = pool.startupParameters.get(cacheKey);
-    if (known === undefined) {
-      const server = await pool.acquire();
-      try {
-        const q = syncParametersQuery(checked, server);
-        if (q !== null) {
-          const r = await server.runQuery(q, this.ctx.settings().queryTimeoutMs);
-          if (r.error !== null) {
-            server.sessionSets.clear();
-            throw new PgError(r.error.code, r.error.message, { detail: r.error.detail, hint: r.error.hint });
-          }
-        }
-        known = new Map(server.parameters);
-        pool.rememberStartupParameters(cacheKey, known);
-      } finally {
-        pool.release(server, { reset: false });
-      }
-    }
-    const out = new Map(known);
-    const appName = this.settings.get('application_name') ?? '';
-    out.set('application_name', appName);
-    // What later lends give the server: the client's values as the server
-    // spells them (TimeZone=utc is reported as UTC).
-    for (const [k, v] of known) if (checked.has(k.toLowerCase())) checked.set(k.toLowerCase(), v);
-    if (this.settings.has('application_name')) checked.set('application_name', appName);
-    this.muxStartup = checked;
-    return out;
   }
 
   private muxHost(key: PoolKey, router: ReturnType<SessionContext['routerFor']>) {

@@ -1,58 +1,24 @@
-import type { Logger } from 'pino';
 import { MessageReader, type FrameReader } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 import { errorResponse, parseErrorFields, parseParameterStatus, query } from '../protocol/messages.ts';
 import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
 import { Relay, enum_ } from './replies.ts';
+import type { MuxHost } from './mux-types.ts';
 import { ClientParams, REPORTED_SETTABLE, syncParametersQuery } from './params.ts';
 import { newBatch, inspect, type Batch, type BatchInfo } from './batch.ts';
 import { Translator } from './translate.ts';
-import type { StatementIds, ClientStatement } from './statements.ts';
+import { TxnState } from './txn-state.ts';
+import { ReadRetry } from './read-retry.ts';
+import { refusalFor, sessionStateOf } from './refusals.ts';
+import type { ClientStatement } from './statements.ts';
+
+export type { MuxHost, Router } from './mux-types.ts';
 
 const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
 const COPY_FAIL = Buffer.from([0x66, 0, 0, 0, 28, ...Buffer.from('client left during COPY\0')]);
 /** A batch is sent once it holds this much, even without a Sync. */
 const MAX_BATCH_BYTES = 1 << 20;
 const I = 0x49;
-
-/** How a client's statements find a node; the single-node router answers 0. */
-export interface Router {
-  /** Node for a batch no open transaction ties to a node. */
-  route(info: BatchInfo, link: MuxLink): number | Promise<number>;
-  /** Reads may go elsewhere than writes: statements must be classified read or write. */
-  readonly spreadsReads?: boolean;
-  /** A transaction of this client that wrote has committed. */
-  noteWrite?(link: MuxLink): void;
-  /** A line for log_per_node_statement, or null when that is off. */
-  trace?(node: number, info: BatchInfo, batch: Batch): string | null;
-}
-
-export interface MuxHost {
-  readonly log: Logger;
-  readonly database: string;
-  readonly mode: 'session' | 'transaction' | 'statement';
-  readonly maxPrepared: number;
-  readonly onSessionState: 'pin' | 'error';
-  readonly queryTimeoutMs: number;
-  readonly maxPacketSize: number;
-  readonly statementIds: StatementIds;
-  readonly router: Router;
-  /** A logged-in server connection to `node` (from its pool). */
-  acquire(node: number): Promise<ServerConnection>;
-  /** Back to the pool; `reset` runs server_reset_query first. */
-  release(conn: ServerConnection, reset: boolean): void;
-  discard(conn: ServerConnection): void;
-  writeClient(chunks: Buffer[]): void;
-  pauseClient(): void;
-  resumeClient(): void;
-  /** Ends the client with this error. */
-  fatal(err: unknown): void;
-  /** The client sent Terminate. */
-  terminated(): void;
-  readonly stats: { queries: number; transactions: number; preparedHits: number; preparedMisses: number };
-  /** A notice for notice_per_node_statement. */
-  notice(text: string): Buffer | null;
-}
 
 /**
  * The message-level forwarding loop of transaction and statement pooling
@@ -78,6 +44,7 @@ export class MuxLink implements ServerOwner {
   private readonly reader: MessageReader;
   private readonly relay: Relay;
   private readonly tr: Translator;
+  private readonly retry: ReadRetry;
   private current: Batch = newBatch();
   private readonly waiting: Batch[] = [];
   private pumping = false;
@@ -91,17 +58,13 @@ export class MuxLink implements ServerOwner {
   private drainTimer: NodeJS.Timeout | null = null;
 
   // Transaction bookkeeping, settled at the ReadyForQuery that ends it.
-  private txnSets: { name: string; value: string | null }[] = [];
-  private txnResetAll = false;
-  private txnFailed = false;
-  private txnWrote = false;
-  private txnClears: string[] = [];
+  private readonly txn = new TxnState();
 
   constructor(host: MuxHost, startup: ReadonlyMap<string, string>, extraTracked: ReadonlySet<string>) {
     this.host = host;
     this.params = new ClientParams(startup, extraTracked);
     this.reader = new MessageReader(host.maxPacketSize, FRONTEND_TYPES);
-    this.relay = new Relay((b) => this.host.writeClient([b]), {
+    this.relay = new Relay((b) => this.toClient([b]), {
       onReady: (status, forwarded) => this.onReady(status, forwarded),
       onParameterStatus: (body, forwarded) => this.onParameterStatus(body, forwarded),
       onError: (body, forwarded) => this.onServerError(body, forwarded),
@@ -111,6 +74,7 @@ export class MuxLink implements ServerOwner {
       },
     });
     this.tr = new Translator(this.relay.queue, host, this.statements);
+    this.retry = new ReadRetry(this.relay, host.log, () => this.pump());
   }
 
   get database(): string {
@@ -134,7 +98,6 @@ export class MuxLink implements ServerOwner {
   // -------------------------------------------------------------- client side
 
   onClientData(chunk: Buffer): void {
-    if (this.host.log.isLevelEnabled('trace')) this.host.log.trace({ bytes: chunk.length, pumping: this.pumping, waiting: this.waiting.length, server: this.server?.id, q: this.relay.queue.length }, 'client data');
     this.reader.feed(chunk, (type, msg) => this.onClientMessage(type, msg));
   }
 
@@ -183,6 +146,8 @@ export class MuxLink implements ServerOwner {
 
   private async pumpLoop(): Promise<void> {
     while (this.waiting.length > 0 && !this.closing) {
+      // Nothing more goes out until a held read has shown how it went.
+      if (this.retry.pending) return;
       const b = this.waiting[0];
       b.info ??= inspect(b, this.statements, this.host.router.spreadsReads);
       const refusal = this.refusal(b.info);
@@ -207,7 +172,9 @@ export class MuxLink implements ServerOwner {
         if (this.closing) return;
       }
       this.waiting.shift();
-      if (this.host.log.isLevelEnabled('trace')) this.host.log.trace({ node: this.node, server: this.server?.id, types: b.msgs.map((m) => String.fromCharCode(m.type)).join('') }, 'send batch');
+      const primary = this.host.router.primaryNode?.() ?? 0;
+      const retryable = this.host.router.spreadsReads === true && target !== primary && b.info.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
+      if (retryable) this.retry.watch(b);
       this.send(b, b.info);
     }
     if (this.waiting.length <= 4) this.host.resumeClient();
@@ -215,6 +182,7 @@ export class MuxLink implements ServerOwner {
 
   /** Where a batch goes: where the transaction is, else the router's choice. */
   private async chooseNode(b: Batch): Promise<number> {
+    if (b.forceNode !== undefined) return b.forceNode;
     if (this.server !== null) {
       const tied = this.unsynced || this.status !== I || this.pinned !== null || this.copyIn || !b.info!.hasSql;
       if (tied) return this.node;
@@ -223,28 +191,13 @@ export class MuxLink implements ServerOwner {
     return this.host.router.route(b.info!, this);
   }
 
-  /** Why pgmux will not send this batch in the current mode, or null. */
   private refusal(info: BatchInfo): PgError | null {
-    if (this.host.mode === 'statement' && info.transaction.some((t) => t.startsWith('begin'))) {
-      return new PgError(SqlState.FEATURE_NOT_SUPPORTED, 'transaction blocks are not allowed in statement pooling mode', {
-        hint: 'Use pool_mode = transaction for this user or endpoint.',
-      });
-    }
-    const state = this.sessionStateOf(info);
-    if (state !== null && this.host.mode !== 'session' && this.host.onSessionState === 'error' && this.pinned === null) {
-      return new PgError(SqlState.FEATURE_NOT_SUPPORTED, `${state} is not allowed in ${this.host.mode} pooling mode`, {
-        detail: 'It would leave state on a server connection that other clients share.',
-        hint: 'Use session pooling for this client, or set on_session_state = pin.',
-      });
-    }
-    return null;
+    const h = this.host;
+    return refusalFor(info, this.sessionStateOf(info), { mode: h.mode, onSessionState: h.onSessionState, pinned: this.pinned !== null });
   }
 
-  /** Session state a batch leaves: state-keeping statements and SETs pgmux cannot follow. */
   private sessionStateOf(info: BatchInfo): string | null {
-    if (info.sessionState !== null) return info.sessionState;
-    for (const s of info.sets) if (!this.params.tracks(s.name)) return `SET ${s.name}`;
-    return null;
+    return sessionStateOf(info, this.params);
   }
 
   /** Answers a refused batch with its error, as PostgreSQL would answer a failed statement. */
@@ -309,17 +262,14 @@ export class MuxLink implements ServerOwner {
       this.pinned = state;
       this.host.log.info({ reason: state, server: conn.id }, 'server connection pinned to client');
     }
-    for (const s of info.sets) if (!REPORTED_SETTABLE.has(s.name) && this.params.tracks(s.name)) this.txnSets.push(s);
-    if (info.resetAll) this.txnResetAll = true;
-    if (info.transaction.includes('rollback')) this.txnFailed = true;
-    if (!info.readOnly) this.txnWrote = true;
-    this.txnClears.push(...info.clears);
+    this.txn.note(info, this.params);
     const trace = this.host.router.trace?.(this.node, info, b) ?? null;
     if (trace !== null) {
       const n = this.host.notice(trace);
       if (n !== null) this.relay.queue.push({ kind: enum_.synth, type: 0x4e, bytes: n });
     }
     const out = this.tr.translate(b, conn, this.unsynced);
+    this.retry.noteRegistered(b, out.registered);
     if (out.unsynced !== null) this.unsynced = out.unsynced;
     if (out.refusedUntilSync) this.skipping = true;
     if (out.chunks.length > 0) {
@@ -333,15 +283,28 @@ export class MuxLink implements ServerOwner {
 
   // -------------------------------------------------------------- server side
 
+  // The stream comes whole to onRawChunk; these two are never called.
   onMessage(): boolean {
     return true;
   }
-
   onServerChunk(): void {}
 
   onRawChunk(chunk: Buffer, reader: FrameReader): void {
-    const out = this.relay.feed(reader, chunk);
-    if (!this.closing && out.length > 0) this.host.writeClient(out);
+    this.toClient(this.relay.feed(reader, chunk));
+  }
+
+  /** Everything for the client passes here, so a held read stays unseen. */
+  private toClient(out: Buffer[]): void {
+    const pass = this.retry.pass(out);
+    if (!this.closing && pass.length > 0) this.host.writeClient(pass);
+  }
+
+  /** Sends a read again, to the primary, as if for the first time. */
+  private sendAgain(w: { batch: Batch; registered: string[] }): void {
+    this.txn.failed = false;
+    for (const name of w.registered) this.statements.delete(name);
+    w.batch.forceNode = this.host.router.primaryNode?.() ?? 0;
+    this.waiting.unshift(w.batch);
   }
 
   private onParameterStatus(body: Buffer, forwarded: boolean): boolean {
@@ -360,7 +323,7 @@ export class MuxLink implements ServerOwner {
   }
 
   private onServerError(body: Buffer, forwarded: boolean): void {
-    this.txnFailed = true;
+    this.txn.failed = true;
     if (!forwarded) {
       const f = parseErrorFields(body);
       this.host.log.warn({ code: f.get('C'), message: f.get('M') }, 'query pgmux sent for the client failed');
@@ -368,6 +331,12 @@ export class MuxLink implements ServerOwner {
   }
 
   private onReady(status: number, forwarded: boolean): void {
+    const again = forwarded ? this.retry.take('ready') : null;
+    if (again !== null) {
+      this.sendAgain(again);
+      queueMicrotask(() => this.afterReady());
+      return;
+    }
     if (forwarded) {
       this.host.stats.queries++;
       if (status === I) {
@@ -380,40 +349,15 @@ export class MuxLink implements ServerOwner {
 
   /** A transaction ended: what it set stays only if it committed. */
   private settleTransaction(): void {
-    const conn = this.server;
-    if (!this.txnFailed) {
-      if (this.txnResetAll) {
-        for (const name of [...this.params.want.keys()]) if (!REPORTED_SETTABLE.has(name)) this.params.want.delete(name);
-        conn?.sessionSets.clear();
-      }
-      for (const { name, value } of this.txnSets) {
-        if (value === null) {
-          this.params.want.delete(name);
-          conn?.sessionSets.delete(name);
-        } else {
-          this.params.want.set(name, value);
-          conn?.sessionSets.set(name, value);
-        }
-      }
-      if (conn !== null && (this.txnClears.includes('all') || this.txnClears.includes('plans'))) conn.prepared.clear();
-      if (this.txnClears.includes('all')) {
-        conn?.sessionSets.clear();
-        this.pinned = null;
-      }
-      if (this.txnWrote) {
-        this.lastWriteAt = Date.now();
-        this.host.router.noteWrite?.(this);
-      }
+    const { wrote, discarded } = this.txn.settle(this.params, this.server);
+    if (discarded) this.pinned = null;
+    if (wrote) {
+      this.lastWriteAt = Date.now();
+      this.host.router.noteWrite?.(this);
     }
-    this.txnSets = [];
-    this.txnResetAll = false;
-    this.txnFailed = false;
-    this.txnWrote = false;
-    this.txnClears = [];
   }
 
   private afterReady(): void {
-    if (this.host.log.isLevelEnabled('trace')) this.host.log.trace({ status: this.status, quiet: this.quiet, waiting: this.waiting.length, pinned: this.pinned, server: this.server?.id }, 'ready');
     if (this.closing) {
       this.finishDrainIfQuiet();
       return;
@@ -444,6 +388,18 @@ export class MuxLink implements ServerOwner {
     this.server = null;
     this.host.discard(conn);
     if (this.closing) return;
+    const again = this.retry.take('closed');
+    if (again !== null) {
+      // A replica went away before any of the read reached the client: the
+      // primary answers it instead, and the client never knows.
+      this.host.log.warn({ node: this.node }, 'replica closed the connection during a read: sending it to the primary');
+      this.relay.queue.clear();
+      this.relay.reset();
+      this.unsynced = false;
+      this.sendAgain(again);
+      this.pump();
+      return;
+    }
     this.host.fatal(
       new PgError(SqlState.CONNECTION_FAILURE, 'server closed the connection unexpectedly', {
         hint: 'The server may have been restarted or the backend terminated.',

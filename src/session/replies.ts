@@ -95,6 +95,12 @@ export class ReplyQueue {
     return n;
   }
 
+  /** Forgets every entry (their connection is gone). */
+  clear(): void {
+    this.entries.length = 0;
+    this.head = 0;
+  }
+
   push(e: Entry): void {
     this.entries.push(e);
     if (this.length === 1) this.emitSynth();
@@ -254,7 +260,11 @@ export class Relay {
     return out;
   }
 
+  /** Sees each server message before it is decided (a read that may be retried elsewhere). */
+  observer: ((type: number, body: Buffer | null) => void) | null = null;
+
   onMessage(type: number, body: Buffer | null, end: number, size: number): void {
+    this.observer?.(type, body);
     const start = end - size;
     const keep = this.queue.decide(type, body);
     if (keep) {

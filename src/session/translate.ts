@@ -27,6 +27,8 @@ export interface Translated {
   unsynced: boolean | null;
   /** A message was refused: drop the client's messages up to its next Sync. */
   refusedUntilSync: boolean;
+  /** Client statement names this batch defined (undone if the batch is sent again elsewhere). */
+  registered: string[];
 }
 
 /**
@@ -51,7 +53,7 @@ export class Translator {
 
   /** `unsynced`: the server already holds extended messages of this run. */
   translate(b: Batch, conn: ServerConnection, unsynced: boolean): Translated {
-    const out: Translated = { chunks: [], unsynced: null, refusedUntilSync: false };
+    const out: Translated = { chunks: [], unsynced: null, refusedUntilSync: false, registered: [] };
     this.runStarted = unsynced;
     const q = this.queue;
     const mapping = this.host.maxPrepared > 0;
@@ -74,6 +76,7 @@ export class Translator {
           const id = this.host.statementIds.idFor(rest);
           const st: ClientStatement = { id, rest, sql: p.sql };
           this.statements.set(p.name, st);
+          out.registered.push(p.name);
           if (conn.prepared.has(id)) {
             conn.prepared.touch(id);
             this.host.stats.preparedHits++;
