@@ -97,6 +97,65 @@ describe('admin console', () => {
     await Promise.all([a.end(), b.end(), c.end()]);
   });
 
+  it('SHOW POOLS follows clients as they come and go', async () => {
+    const c = new pg.Client({ connectionString: admin() });
+    await c.connect();
+    const row = async () => (await c.query('SHOW POOLS')).rows.find((r) => r.database === 'appdb' && r.user === 'app');
+    const a = new pg.Client({ connectionString: pgmux.url() });
+    await a.connect();
+    await a.query('BEGIN');
+    await a.query('SELECT 1');
+    expect(await row()).toMatchObject({ sv_active: 1 });
+    const withA = (await row()).cl_active;
+    await a.query('COMMIT');
+    expect((await row()).sv_active).toBe(0);
+    expect((await row()).sv_idle).toBeGreaterThan(0);
+    await a.end();
+    await sleep(100);
+    expect((await row()).cl_active).toBe(withA - 1);
+    await c.end();
+  });
+
+  it('RELOAD adds an endpoint without dropping clients of the others', async () => {
+    const cfg = pgmux.server.currentConfig;
+    const client = new pg.Client({ connectionString: pgmux.url() });
+    await client.connect();
+    await client.query('BEGIN');
+    pgmux.server.reloadSource = async () => ({ ...cfg, default_endpoint: 'main', endpoints: { ...cfg.endpoints, extra: { nodes: cfg.endpoints.main.nodes.map((n) => `${n}/appdb`) } } });
+    const c = new pg.Client({ connectionString: admin() });
+    await c.connect();
+    await c.query('RELOAD');
+    expect((await c.query('SHOW ENDPOINTS')).rows.map((r) => r.endpoint).sort()).toEqual(['extra', 'main']);
+    await client.query('COMMIT');
+    expect((await client.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    expect(await psql(pgmux.url('app', 'extra'), 'SELECT current_database()')).toBe('appdb');
+    await Promise.all([client.end(), c.end()]);
+  });
+
+  it('SHUTDOWN WAIT_FOR_CLIENTS lets a running transaction finish', async () => {
+    const own = await startPgmux({ admin_users: 'app', pool_mode: 'transaction' });
+    const client = new pg.Client({ connectionString: own.url() });
+    client.on('error', () => {});
+    await client.connect();
+    await client.query('BEGIN');
+    const c = new pg.Client({ connectionString: own.url('app', 'pgmux') });
+    c.on('error', () => {});
+    await c.connect();
+    own.server.onShutdown = (mode) => void own.server.shutdown(mode === 'wait_for_clients' ? 'clients' : 'transactions');
+    await c.query('SHUTDOWN WAIT_FOR_CLIENTS');
+    await sleep(200);
+    // New clients are refused; the one inside its transaction finishes it.
+    await expect(psql(own.url(), 'SELECT 1')).rejects.toThrow();
+    expect((await client.query('SELECT 5 AS five')).rows[0].five).toBe(5);
+    await client.query('COMMIT');
+    await client.end();
+    await c.end();
+    for (let i = 0; i < 50 && own.server.sessions.size > 0; i++) await sleep(100);
+    expect(own.server.ready).toBe(false);
+    expect(own.server.sessions.size).toBe(0);
+    await own.stop();
+  });
+
   it('refuses the extended protocol with a clear error', async () => {
     const c = new pg.Client({ connectionString: admin() });
     c.on('error', () => {});
