@@ -13,6 +13,7 @@ import { EndpointRegistry } from './routing/registry.ts';
 import { ClientTls } from './tls/client-tls.ts';
 import { readFile } from 'node:fs/promises';
 import { adminBackend } from './admin/backend.ts';
+import { FailureLimiter } from './auth/failure-limit.ts';
 import type http from 'node:http';
 import { startMetricsServer } from './metrics/metrics.ts';
 import type { AdminBackend } from './admin/console.ts';
@@ -114,10 +115,13 @@ export class PgmuxServer {
       stats: { authSuccesses: 0, authFailures: 0, queries: 0, transactions: 0, bytesIn: 0, bytesOut: 0, preparedHits: 0, preparedMisses: 0 },
       openServer: (key, settings) => this.openServer(key, settings),
       admitClient: (session) => {
-        if (this.admitted.size >= this.config.max_client_conn) return false;
+        if (this.admitted.size >= this.config.max_client_conn) return 'max_client_conn';
+        const perUser = this.config.max_user_client_conn;
+        if (perUser > 0 && [...this.admitted].filter((s) => s.user === session.user).length >= perUser) return 'max_user_client_conn';
         this.admitted.add(session);
-        return true;
+        return null;
       },
+      authFailures: new FailureLimiter(config.auth_failure_limit),
       clientGone: (session) => {
         this.sessions.delete(session);
         this.admitted.delete(session);

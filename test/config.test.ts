@@ -41,6 +41,8 @@ describe('defaults', () => {
       pool_mode: 'session',
       default_pool_size: 20,
       max_client_conn: 100,
+      max_user_client_conn: 0,
+      auth_failure_limit: 20,
       query_wait_timeout: 120,
       server_idle_timeout: 600,
       server_lifetime: 3600,

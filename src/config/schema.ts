@@ -83,6 +83,12 @@ export const ConfigSchema = z
     pool_mode: setting(PoolModeSchema.default('session'), 'How long a client keeps its server connection', 'mode'),
     default_pool_size: setting(z.int().min(1).default(20), 'Server connections per (endpoint, database, user) at most', 'n'),
     max_client_conn: setting(z.int().min(1).default(100), 'Logged-in clients at most', 'n'),
+    max_user_client_conn: setting(z.int().min(0).default(0), 'Logged-in clients of one user at most; 0: no limit but max_client_conn', 'n'),
+    auth_failure_limit: setting(
+      z.int().min(0).default(20),
+      'Failed logins from one client address per minute before its further attempts are refused; 0: no limit',
+      'n',
+    ),
     query_wait_timeout: setting(
       seconds().default(120),
       'Seconds a client waits for a server connection before it is disconnected; 0 waits forever',

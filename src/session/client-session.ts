@@ -222,9 +222,8 @@ export class ClientSession implements CancelTarget {
     this.endpointName = choice.endpoint.name;
     this.key = { endpoint: choice.endpoint.name, database: choice.database, user };
     this.log.debug({ user, database: this.database, endpoint: this.endpointName }, 'startup');
-    if (!this.ctx.admitClient(this)) {
-      throw new PgError(SqlState.TOO_MANY_CONNECTIONS, 'no more connections allowed (max_client_conn)');
-    }
+    const limit = this.ctx.admitClient(this);
+    if (limit !== null) throw new PgError(SqlState.TOO_MANY_CONNECTIONS, `no more connections allowed (${limit})`);
 
     await this.authenticate(user, choice.endpoint.nodes[0], choice.database);
   }
@@ -247,6 +246,10 @@ export class ClientSession implements CancelTarget {
   }
 
   private async authenticate(user: string, primary: { host: string; port: number }, database: string): Promise<void> {
+    if (this.ctx.authFailures.blocked(this.socket.remoteAddress ?? '')) {
+      // Same answer whoever the user is: it says nothing about accounts.
+      throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, 'too many failed logins from this address; try again later');
+    }
     let credential;
     try {
       credential = await this.ctx.credentials.lookup(user, primary, database);
@@ -282,6 +285,7 @@ export class ClientSession implements CancelTarget {
           if (err instanceof PgError && err.code === SqlState.INVALID_PASSWORD) {
             this.ctx.credentials.invalidate(this.user);
             this.ctx.stats.authFailures++;
+            this.ctx.authFailures.note(this.socket.remoteAddress ?? '');
           }
           throw err;
         }

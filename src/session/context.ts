@@ -10,6 +10,7 @@ import type { Router } from './mux-link.ts';
 import type { StatementIds } from './statements.ts';
 import type { ClientTls } from '../tls/client-tls.ts';
 import type { AdminBackend } from '../admin/console.ts';
+import type { FailureLimiter } from '../auth/failure-limit.ts';
 
 /** An endpoint's router as sessions see it. */
 export interface EndpointRouter extends Router {
@@ -64,8 +65,10 @@ export interface SessionContext {
   stats: SessionStats;
   /** A server connection of the client's own, with its startup settings (pool_mode = none). */
   openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection>;
-  /** Counts the client against max_client_conn; false when over. */
-  admitClient(session: ClientSession): boolean;
+  /** Counts the client against max_client_conn and max_user_client_conn; the limit hit, or null. */
+  admitClient(session: ClientSession): string | null;
+  /** Failed logins per client address (auth_failure_limit). */
+  authFailures: FailureLimiter;
   clientGone(session: ClientSession): void;
   routerFor(endpoint: string): EndpointRouter;
   /** A configured endpoint, or one the control plane knows. */
