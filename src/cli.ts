@@ -5,12 +5,12 @@ import path from 'node:path';
 import { ConfigError, loadConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { PgmuxServer } from './server.ts';
-import { LocalCluster } from './embedded/cluster.ts';
 
 /** Starts a throw-away primary and replica and points the config at them. */
 async function startEmbedded(
   config: Config,
 ): Promise<{ config: Config; overlay: (c: Config) => Config; user: string; password: string; stop: () => Promise<void> }> {
+  const { LocalCluster } = await import('./embedded/cluster.ts');
   const cluster = await LocalCluster.start({ replicas: 1, log: (line) => console.error(`[embedded] ${line}`) });
   try {
     const user = 'app';

@@ -15,7 +15,6 @@ import { readFile } from 'node:fs/promises';
 import { adminBackend } from './admin/backend.ts';
 import { FailureLimiter } from './auth/failure-limit.ts';
 import type http from 'node:http';
-import { startMetricsServer } from './metrics/metrics.ts';
 import type { AdminBackend } from './admin/console.ts';
 import { CancelRegistry } from './session/cancel-registry.ts';
 import { ClientSession } from './session/client-session.ts';
@@ -226,7 +225,11 @@ export class PgmuxServer {
         resolve();
       });
     });
-    if (c.metrics_listen !== undefined) this.metricsServer = await startMetricsServer(c.metrics_listen, this);
+    if (c.metrics_listen !== undefined) {
+      // prom-client is loaded only when metrics are served.
+      const { startMetricsServer } = await import('./metrics/metrics.ts');
+      this.metricsServer = await startMetricsServer(c.metrics_listen, this);
+    }
     this.ready = true;
     const addr = this.listener.address() as net.AddressInfo;
     this.log.info({ host: addr.address, port: addr.port, endpoints: [...this.registry.endpoints().keys()] }, 'listening');

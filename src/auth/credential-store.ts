@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import pg from 'pg';
+import type pg from 'pg';
+import { loadPg } from '../lazy.ts';
 import { credentialFromSecret, type Credential } from './credential.ts';
 import { parseUserlist } from './userlist.ts';
 import type { ServerSecret } from './server-login.ts';
@@ -101,7 +102,8 @@ export class CredentialStore {
     const authUser = this.opts.authUser!;
     const fileSecret = this.fileEntries.get(authUser);
     const password = this.opts.serverPasswords.get(authUser) ?? (fileSecret !== undefined && credentialFromSecret(fileSecret).kind === 'password' ? fileSecret : undefined);
-    const client = new pg.Client({
+    const { Client } = await loadPg();
+    const client = new Client({
       host: primary.host,
       port: primary.port,
       user: authUser,

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import pg from 'pg';
+import type pg from 'pg';
+import { loadPg } from '../lazy.ts';
 import type { Logger } from 'pino';
 import type { NodeView } from './router.ts';
 
@@ -131,7 +132,8 @@ export class NodeMonitor extends EventEmitter implements NodeView {
     const sentAt = Date.now();
     try {
       if (p.client === null) {
-        const client = new pg.Client({
+        const { Client } = await loadPg();
+        const client = new Client({
           host: p.state.host,
           port: p.state.port,
           user: login.user,

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import { loadPg } from '../lazy.ts';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { EndpointRouter } from '../session/context.ts';
@@ -204,7 +204,8 @@ async function catalogQuery(
   params: unknown[],
 ): Promise<Record<string, unknown>[]> {
   const node = endpoint.nodes[monitor.primaryIndex()];
-  const client = new pg.Client({ host: node.host, port: node.port, user: login.user, password: login.password, database });
+  const { Client } = await loadPg();
+  const client = new Client({ host: node.host, port: node.port, user: login.user, password: login.password, database });
   client.on('error', () => {});
   await client.connect();
   try {

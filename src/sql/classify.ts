@@ -1,4 +1,8 @@
-import { loadModule, parseSync } from 'libpg-query';
+type Parser = (sql: string) => unknown;
+/** The parser, once loadClassifier() has loaded it (its WASM module costs memory). */
+let parseSync: Parser = () => {
+  throw new Error('SQL parser not loaded');
+};
 
 /**
  * What a statement text does, read with PostgreSQL's own parser
@@ -22,7 +26,10 @@ export interface Classification {
 let loaded: Promise<void> | null = null;
 /** Loads the parser (WASM) once; classify() needs it loaded. */
 export function loadClassifier(): Promise<void> {
-  loaded ??= loadModule();
+  loaded ??= import('libpg-query').then(async (m) => {
+    await m.loadModule();
+    parseSync = m.parseSync;
+  });
   return loaded;
 }
 
