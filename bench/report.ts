@@ -55,7 +55,7 @@ async function plot(rows: Row[], workload: string, field: 'tpsMean' | 'p99', fil
 const f1 = (n: number | null) => (n === null || !Number.isFinite(n) ? '—' : n >= 100 ? n.toFixed(0) : n.toFixed(1));
 const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || !(b > 0) ? '—' : `${(a / b).toFixed(2)}×`);
 
-export async function writeReport(rows: Row[], opts: { docsDir: string; machine: string; started: Date; settings: string }): Promise<void> {
+export async function writeReport(rows: Row[], opts: { docsDir: string; machine: string; started: Date; settings: string; findings?: string; notes?: string }): Promise<void> {
   const plotsDir = path.join(opts.docsDir, 'bench');
   await mkdir(plotsDir, { recursive: true });
   const workloads = [...new Set(rows.map((r) => r.workload))];
@@ -63,6 +63,8 @@ export async function writeReport(rows: Row[], opts: { docsDir: string; machine:
   out.push('# Benchmarks', '');
   out.push(`Measured ${opts.started.toISOString().slice(0, 16).replace('T', ' ')} UTC on ${opts.machine}.`, '');
   out.push(`Run: \`${opts.settings}\`. How to run it and what each column means: [benchmarking.md](benchmarking.md).`, '');
+  if (opts.findings !== undefined) out.push(opts.findings);
+  if (opts.notes !== undefined) out.push(opts.notes, '');
   const find = (t: string, w: string, c: number) => rows.find((r) => r.target === t && r.workload === w && r.clients === c && r.error === null);
   for (const w of workloads) {
     out.push(`## ${w}`, '');

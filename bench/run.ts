@@ -5,7 +5,7 @@
  * with plots. Usage: npm run bench -- --help
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,7 @@ import { TARGETS, ensurePgbouncer, startTarget, type Running, type TargetEnv, ty
 import { WORKLOADS } from './workloads.ts';
 import { processUsage, runPgbench, type RunResult } from './pgbench.ts';
 import { machineDescription, toCsv, writeReport, type Row } from './report.ts';
+import { findings, fromCsv } from './findings.ts';
 
 const exec = promisify(execFile);
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -31,7 +32,9 @@ const program = new Command('bench')
   .option('--scale <n>', 'pgbench scale (env BENCH_SCALE)', process.env.BENCH_SCALE ?? '10')
   .option('--pool-size <n>', 'server connections per transaction-mode pool (env BENCH_POOL_SIZE)', process.env.BENCH_POOL_SIZE ?? '20')
   .option('--report <dir>', 'where benchmarks.md and plots go', path.join(repoDir, 'docs'))
-  .option('--csv <file>', 'CSV output', path.join(repoDir, 'bench/results/latest.csv'));
+  .option('--csv <file>', 'CSV output', path.join(repoDir, 'bench/results/latest.csv'))
+  .option('--from-csv <file>', 'write the report from an earlier run\'s CSV instead of measuring')
+  .option('--notes <file>', 'Markdown to include in the report (what was changed and what it bought)');
 
 async function version(cmd: string, args: string[]): Promise<string> {
   try {
@@ -52,6 +55,22 @@ async function main(): Promise<void> {
   const workloads = WORKLOADS.filter((w) => list(o.workloads).includes(w.name));
   const log = (s: string) => console.error(s);
   const started = new Date();
+  const extras = async (rows: Row[]) => ({
+    findings: await findings(rows, path.join(repoDir, 'bench/results/memory.txt')),
+    notes: o.notes === undefined ? undefined : await readFile(o.notes, 'utf8'),
+  });
+  if (o.fromCsv !== undefined) {
+    const rows = fromCsv(await readFile(o.fromCsv, 'utf8'));
+    const measured = (await stat(o.fromCsv)).mtime;
+    const machine = machineDescription({
+      PostgreSQL: await version('/usr/lib/postgresql/15/bin/postgres', ['--version']),
+      PgBouncer: await version('pgbouncer', ['--version']),
+      Node: process.version,
+    });
+    await writeReport(rows, { docsDir: o.report, machine, started: measured, settings: `npm run bench -- --duration ${duration} --reps ${reps}`, ...(await extras(rows)) });
+    log(`wrote ${path.join(o.report, 'benchmarks.md')} from ${o.fromCsv}`);
+    return;
+  }
 
   const wantBouncer = targets.some((t) => t.startsWith('pgbouncer'));
   const haveBouncer = wantBouncer ? await ensurePgbouncer(log) : false;
@@ -159,6 +178,7 @@ async function main(): Promise<void> {
       machine,
       started,
       settings: `npm run bench -- --duration ${duration} --reps ${reps} --concurrency ${concurrency.join(',')} --scale ${o.scale} --pool-size ${o.poolSize}`,
+      ...(await extras(rows)),
     });
     log(`wrote ${o.csv} and ${path.join(o.report, 'benchmarks.md')}`);
   } finally {

@@ -59,8 +59,30 @@ const EMPTY: BatchInfo = Object.freeze({
  */
 const STATEFUL_WORDS = ['set', 'listen', 'prepare', 'declare', 'temp', 'advisory', 'load', 'discard', 'deallocate', 'begin', 'start', 'commit', 'rollback', 'abort', 'end', 'savepoint', 'release', 'into', 'transaction', 'session', 'lock'];
 
+/** Statements that can only change session state through a function call (set_config, advisory locks) or SELECT INTO. */
+const PLAIN_VERBS = new Set(['select', 'insert', 'update', 'delete', 'values', 'table', 'with']);
+
+/** The first word of a text that starts with one (no comment, no parenthesis), lower-cased. */
+function firstWord(lower: string): string {
+  let i = 0;
+  while (i < lower.length && (lower[i] === ' ' || lower[i] === '\n' || lower[i] === '\t' || lower[i] === '\r')) i++;
+  let j = i;
+  while (j < lower.length && lower[j] >= 'a' && lower[j] <= 'z') j++;
+  return lower.slice(i, j);
+}
+
 function mayMatter(sql: string): boolean {
   const lower = sql.toLowerCase();
+  const verb = firstWord(lower);
+  if (PLAIN_VERBS.has(verb)) {
+    // One DML statement (a semicolon, if any, only at the end) that calls
+    // no function able to change the session: nothing for the parser to
+    // find. UPDATE ... SET is the reason for this shortcut.
+    const semi = lower.indexOf(';');
+    const single = semi < 0 || lower.slice(semi + 1).trim() === '';
+    const reads = verb === 'select' || verb === 'with' || verb === 'values' || verb === 'table';
+    if (single && !lower.includes('set_config') && !lower.includes('advisory') && !lower.includes('temp') && !lower.includes('lo_') && !(reads && lower.includes('into'))) return false;
+  }
   for (const w of STATEFUL_WORDS) if (lower.includes(w)) return true;
   return false;
 }
