@@ -16,13 +16,18 @@ async function startEmbedded(
     const user = 'app';
     const password = randomBytes(9).toString('base64url');
     const verifier = await cluster.createRole(user, password);
+    // The role's own database, where it may create tables (PostgreSQL 15's
+    // public schema is not writable by other roles).
+    await cluster.query(`CREATE DATABASE ${user} OWNER ${user}`);
     const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-embedded-'));
     const authFile = path.join(dir, 'userlist.txt');
     await writeFile(authFile, `"${user}" "${verifier}"\n`, { mode: 0o600 });
-    const nodes = [cluster.primary, ...cluster.replicas].map((n) => `postgresql://${n.host}:${n.port}/postgres`);
+    const nodes = [cluster.primary, ...cluster.replicas].map((n) => `postgresql://${n.host}:${n.port}`);
     const overlay = (config: Config): Config => ({
         ...config,
-        endpoints: Object.keys(config.endpoints).length > 0 ? config.endpoints : { main: { nodes } },
+        // Reads go to the replica (weight 0 keeps them off the primary while
+        // the replica is usable), so the routing shows at once.
+        endpoints: Object.keys(config.endpoints).length > 0 ? config.endpoints : { main: { nodes, weights: [0, ...cluster.replicas.map(() => 1)] } },
         auth_file: config.auth_file ?? authFile,
         // The local superuser checks the nodes (health, roles, lag).
         health_check_user: config.health_check_user ?? cluster.superuser,
@@ -87,7 +92,7 @@ async function main(): Promise<number> {
   if (greeting !== null) {
     const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
     console.error(`\npgmux is serving a local primary and replica on ${host}:${addr.port} (${greeting}). Connect with:\n`);
-    console.error(`  psql "postgresql://app:${greeting.split('"')[3]}@${host}:${addr.port}/postgres"\n`);
+    console.error(`  psql "postgresql://app:${greeting.split('"')[3]}@${host}:${addr.port}/app"\n`);
     console.error('Reads go to the replica and writes to the primary: compare "SELECT inet_server_port()"');
     console.error('with "CREATE TABLE t AS SELECT inet_server_port()" then "TABLE t".\n');
     console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
