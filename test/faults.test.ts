@@ -95,6 +95,41 @@ describe('faults on the shared cluster', () => {
   });
 });
 
+describe('a backend that stalls (SIGSTOP)', () => {
+  it('stalls only its own client; others are served, waiters give up after query_wait_timeout, and it resumes on SIGCONT', async () => {
+    const pgmux = await startPgmux({ pool_mode: 'transaction', default_pool_size: 2, query_wait_timeout: 1 });
+    const stalled = new pg.Client({ connectionString: pgmux.url() });
+    const holder = new pg.Client({ connectionString: pgmux.url() });
+    const others = new pg.Client({ connectionString: pgmux.url() });
+    for (const c of [stalled, holder, others]) c.on('error', () => {});
+    await Promise.all([stalled.connect(), holder.connect(), others.connect()]);
+    await stalled.query('BEGIN');
+    const pid = (await stalled.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const hung = stalled.query('SELECT 1 AS one');
+      // The other server connection serves everyone else.
+      for (let i = 0; i < 10; i++) expect((await others.query('SELECT $1::int AS i', [i])).rows[0].i).toBe(i);
+      // With it held too, the next client waits, then gets query_wait_timeout.
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1');
+      await expect(others.query('SELECT 2')).rejects.toMatchObject({ message: 'query_wait_timeout' });
+      await holder.query('COMMIT');
+      process.kill(pid, 'SIGCONT');
+      expect((await hung).rows[0].one).toBe(1);
+      await stalled.query('COMMIT');
+    } finally {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // already running again
+      }
+      await Promise.all([stalled, holder, others].map((c) => c.end().catch(() => {})));
+      await pgmux.stop();
+    }
+  }, 30_000);
+});
+
 describe('nothing lost across a primary restart', () => {
   let cluster: LocalCluster;
   beforeAll(async () => {
