@@ -16,18 +16,8 @@ export interface Batch {
   forceNode?: number;
 }
 
-export interface BatchInfo {
-  /** Every statement may run on a replica (volatility of `functions` aside). */
-  readOnly: boolean;
-  /** User functions called, for the volatility check. */
-  functions: string[];
-  /** Transaction control statements, in order. */
-  transaction: string[];
-  sets: { name: string; value: string | null }[];
-  resetAll: boolean;
-  /** Session state the batch would leave on its server connection. */
-  sessionState: string | null;
-  clears: string[];
+/** What a batch's statements do, all of them together (see sql/classify.ts for each field). */
+export interface BatchInfo extends Pick<Classification, 'readOnly' | 'functions' | 'transaction' | 'sets' | 'resetAll' | 'sessionState' | 'clears'> {
   /** The batch holds SQL (Query, Parse or a Bind of a known statement). */
   hasSql: boolean;
   /** For per-node statement traces: "Parse: select 1" and the like. */
