@@ -87,7 +87,8 @@ export async function runPgbench(opts: {
       (e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code ?? 1 }),
     ),
   );
-  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(value.stdout)?.[1] ?? NaN);
+  // With -C pgbench reports tps "including reconnection times".
+  const tps = Number(/tps = ([\d.]+) \((?:without initial connection time|including reconnection times)\)/.exec(value.stdout)?.[1] ?? NaN);
   const processed = Number(/actually processed: (\d+)/.exec(value.stdout)?.[1] ?? 0);
   const failed = Number(/number of failed transactions: (\d+)/.exec(value.stdout)?.[1] ?? 0);
   const lat = await readLatencies(opts.logDir);
