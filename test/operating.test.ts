@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { createLogger } from '../src/logging.ts';
+import { freePort } from '../src/embedded/cluster.ts';
 import { sleep, startPgmux, writeAuthFile } from './helpers/pgmux.ts';
 import { psql } from './helpers/clients.ts';
 import { getCluster } from './cluster-context.ts';
@@ -79,7 +80,7 @@ describe('signals', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-signals-'));
     const file = path.join(dir, 'pgmux.toml');
     const node = `postgresql://${c.primary.host}:${c.primary.port}`;
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const config = (endpoints: string) => `listen = "127.0.0.1:${port}"\nauth_file = "${authFile}"\nlog_format = "json"\n${endpoints}`;
     const authFile = await writeAuthFile();
     await writeFile(file, config(`[endpoints.first]\nnodes = ["${node}/appdb"]\n`));
@@ -89,7 +90,8 @@ describe('signals', () => {
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const url = (db: string) => `postgresql://app:${c.roles.app.password}@127.0.0.1:${port}/${db}`;
     try {
-      for (let i = 0; i < 100 && !out.includes('listening'); i++) await sleep(100);
+      for (let i = 0; i < 300 && !out.includes('listening') && child.exitCode === null; i++) await sleep(100);
+      expect(out, out).toContain('listening');
       expect(await psql(url('first'), 'SELECT current_database()')).toBe('appdb');
       await writeFile(file, config(`[endpoints.first]\nnodes = ["${node}/appdb"]\n[endpoints.second]\nnodes = ["${node}/appdb"]\n`));
       child.kill('SIGHUP');

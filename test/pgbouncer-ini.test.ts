@@ -6,6 +6,7 @@ import { loadConfig } from '../src/config/load.ts';
 import { psql } from './helpers/clients.ts';
 import { getCluster } from './cluster-context.ts';
 import { PgmuxServer } from '../src/server.ts';
+import { freePort } from '../src/embedded/cluster.ts';
 import pino from 'pino';
 
 const INI = (primary: string, port: number, userlist: string) => `
@@ -46,7 +47,7 @@ describe('pgbouncer.ini as a drop-in', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-ini-'));
     const userlist = path.join(dir, 'userlist.txt');
     await writeFile(userlist, Object.entries(c.roles).map(([n, r]) => `"${n}" "${r.verifier}"`).join('\n') + '\n');
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const file = path.join(dir, 'pgbouncer.ini');
     await writeFile(file, INI(`${c.primary.host}:${c.primary.port}`, port, userlist));
     const loaded = await loadConfig([file], {});
