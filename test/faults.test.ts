@@ -5,7 +5,8 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.ts';
 import { onPrimary, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
-import { psql } from './helpers/clients.ts';
+import { RawClient, psql } from './helpers/clients.ts';
+import { query } from '../src/protocol/messages.ts';
 import { getCluster } from './cluster-context.ts';
 
 const exec = promisify(execFile);
@@ -95,6 +96,67 @@ describe('faults on the shared cluster', () => {
   });
 });
 
+describe('a server that half-writes a message and stalls', () => {
+  it('holds only its own client; when that client leaves the connection is cancelled, then closed, never reused', async () => {
+    // A PostgreSQL lookalike: logs anyone in, then answers a query with the
+    // first three bytes of a RowDescription and nothing more.
+    const closed: number[] = [];
+    let opened = 0;
+    const fake = net.createServer((sock) => {
+      const n = ++opened;
+      let started = false;
+      sock.on('data', (d: Buffer) => {
+        if (!started) {
+          started = true;
+          if (d.length >= 8 && d.readInt32BE(4) === 80877102) return void sock.end(); // CancelRequest
+          const ok = Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]);
+          const key = Buffer.from([0x4b, 0, 0, 0, 12, 0, 0, 0, n, 0, 0, 0, 7]);
+          const ready = Buffer.from([0x5a, 0, 0, 0, 5, 0x49]);
+          sock.write(Buffer.concat([ok, key, ready]));
+          return;
+        }
+        if (d[0] === 0x51) sock.write(Buffer.from([0x54, 0, 0]));
+      });
+      sock.on('close', () => closed.push(n));
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const c = getCluster();
+    const pgmux = await startPgmux({
+      endpoints: {
+        main: { nodes: [`postgresql://${c.primary.host}:${c.primary.port}`] },
+        halfway: { nodes: [`postgresql://127.0.0.1:${(fake.address() as net.AddressInfo).port}`] },
+      },
+      default_endpoint: 'main',
+      auth_type: 'trust',
+      users: { app: { password: c.roles.app.password } },
+      pool_mode: 'transaction',
+      default_pool_size: 2,
+      // pgmux waits max(this, 5 s) for a cancelled statement's answers.
+      server_connect_timeout: 2,
+    });
+    try {
+      const stuck = await RawClient.login(pgmux.port, 'app', 'appdb', [['options', 'endpoint=halfway']]);
+      stuck.write(query('SELECT 1'));
+      await sleep(300);
+      // Others on another endpoint do not notice.
+      expect(await psql(pgmux.url('app', 'appdb', ''), 'SELECT 7')).toBe('7');
+      stuck.close();
+      for (let i = 0; i < 100 && !closed.includes(1); i++) await sleep(100);
+      expect(closed).toContain(1);
+      // The next client of that endpoint gets a fresh connection, not the broken one.
+      const next = await RawClient.login(pgmux.port, 'app', 'appdb', [['options', 'endpoint=halfway']]);
+      next.write(query('SELECT 1'));
+      await sleep(300);
+      expect(opened).toBeGreaterThanOrEqual(3);
+      next.close();
+    } finally {
+      await pgmux.stop();
+      fake.close();
+    }
+  }, 30_000);
+});
+
 describe('a backend that stalls (SIGSTOP)', () => {
   it('stalls only its own client; others are served, waiters give up after query_wait_timeout, and it resumes on SIGCONT', async () => {
     const pgmux = await startPgmux({ pool_mode: 'transaction', default_pool_size: 2, query_wait_timeout: 1 });
@@ -142,7 +204,7 @@ describe('nothing lost across a primary restart', () => {
     await cluster?.stop();
   });
 
-  it('every id whose COMMIT a client saw is in the table exactly once', async () => {
+  it('every id whose COMMIT a client saw is in the table exactly once, through backend kills and a primary restart', async () => {
     const c = getCluster();
     const pgmux = await startPgmux({
       endpoints: { main: { nodes: [`postgresql://${cluster.primary.host}:${cluster.primary.port}`] } },
@@ -179,7 +241,15 @@ describe('nothing lost across a primary restart', () => {
       }
     };
     const workers = Array.from({ length: 5 }, (_, i) => worker(i));
-    await sleep(1000);
+    await sleep(500);
+    // Backends killed under the clients first, then the whole primary restarted.
+    const killer = new pg.Client({ connectionString: cluster.url(cluster.primary, cluster.superuser, undefined, 'appdb') });
+    await killer.connect();
+    for (let i = 0; i < 5; i++) {
+      await killer.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid IN (SELECT pid FROM pg_stat_activity WHERE usename = 'app' ORDER BY random() LIMIT 1)");
+      await sleep(150);
+    }
+    await killer.end();
     const before = acked.length;
     const ctl = ['/usr/lib/postgresql/15/bin/pg_ctl', '-D', cluster.primary.dataDir, '-w', 'restart', '-m', 'fast', '-l', `${cluster.primary.dataDir}/../restart.log`];
     if (process.getuid?.() === 0) await exec('runuser', ['-u', 'postgres', '--', ...ctl]);
