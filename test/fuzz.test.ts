@@ -13,6 +13,7 @@ import { parseCommand } from '../src/admin/console.ts';
 import { pgbouncerIniToConfig } from '../src/config/pgbouncer-ini.ts';
 import { ConfigError } from '../src/config/errors.ts';
 import { ConfigSchema } from '../src/config/schema.ts';
+import { BadAnswer, parseAnswer } from '../src/routing/control-plane.ts';
 import { classify, loadClassifier } from '../src/sql/classify.ts';
 import { backendsOf, sleep, startPgmux, trustSettings, type RunningPgmux } from './helpers/pgmux.ts';
 import { RawClient, psql } from './helpers/clients.ts';
@@ -146,6 +147,16 @@ describe('fuzzing the entries that read outside bytes', () => {
       }),
       runs(5_000),
     );
+  });
+
+  it('control-plane answers: any JSON, and mutated good ones (5,000 inputs)', () => {
+    const good = { nodes: ['postgresql://127.0.0.1:5432'], weights: [1] };
+    const answer = fc.oneof(
+      fc.json().map((t) => JSON.parse(t) as unknown),
+      fc.record({ nodes: fc.array(fc.oneof(fc.string(), fc.constant('postgresql://h:1'), fc.integer())), weights: fc.option(fc.array(fc.double())) }),
+      fc.constant(good),
+    );
+    fc.assert(fc.property(answer, (body) => onlyThrows(() => parseAnswer('ep', body), BadAnswer)), runs(5_000));
   });
 
   it('the SQL classifier never throws, whatever the text (5,000 inputs)', () => {

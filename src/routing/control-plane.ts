@@ -129,13 +129,18 @@ export class ControlPlane {
     } catch {
       throw new BadAnswer(`control plane answered invalid JSON for endpoint "${name}"`);
     }
-    const parsed = Answer.safeParse(body);
-    if (!parsed.success) {
-      throw new BadAnswer(`control plane answer for endpoint "${name}" is not usable: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
-    }
-    return { name, nodes: parsed.data.nodes, weights: parsed.data.weights };
+    return parseAnswer(name, body);
   }
 }
 
 /** An answer that retrying will not fix. */
-class BadAnswer extends Error {}
+export class BadAnswer extends Error {}
+
+/** A control plane's JSON answer for `name`, checked; BadAnswer says what is wrong. */
+export function parseAnswer(name: string, body: unknown): ResolvedEndpoint {
+  const parsed = Answer.safeParse(body);
+  if (!parsed.success) {
+    throw new BadAnswer(`control plane answer for endpoint "${name}" is not usable: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+  }
+  return { name, nodes: parsed.data.nodes, weights: parsed.data.weights };
+}
