@@ -111,6 +111,16 @@ describe('transaction pooling', () => {
     }
   });
 
+  it('a row of 64 MB goes through whole, in both directions', async () => {
+    const c = new pg.Client({ connectionString: pgmux.url() });
+    await c.connect();
+    const halves = 32 * 1024 * 1024 + 5;
+    const r = await c.query({ name: 'big', text: 'SELECT repeat($1, $2::int) AS big, md5(repeat($1, $2::int)) AS sum', values: ['xy', halves] });
+    expect(r.rows[0].big.length).toBe(halves * 2);
+    expect((await c.query('SELECT md5($1) AS sum', [r.rows[0].big])).rows[0].sum).toBe(r.rows[0].sum);
+    await c.end();
+  });
+
   it('a SET inside a rolled-back transaction does not stick; SET LOCAL never does', async () => {
     const c = new pg.Client({ connectionString: pgmux.url() });
     await c.connect();

@@ -214,7 +214,10 @@ export class Relay {
   private held: Buffer[] = [];
   private out: Buffer[] = [];
   private chunk: Buffer = Buffer.alloc(0);
+  /** End of the last message decided in this chunk. */
   private cursor = 0;
+  /** Start of the forwarded bytes not yet cut out: consecutive forwarded messages go as one slice. */
+  private rangeStart = 0;
   private feeding = false;
   readonly queue: ReplyQueue;
   private readonly write: (b: Buffer) => void;
@@ -227,14 +230,24 @@ export class Relay {
 
   /** Queue's writer: made-up replies land between the forwarded slices. */
   private insert(b: Buffer): void {
-    if (this.feeding) this.out.push(b);
-    else this.write(b);
+    if (!this.feeding) {
+      this.write(b);
+      return;
+    }
+    this.flushRange(this.cursor);
+    this.out.push(b);
+  }
+
+  private flushRange(to: number): void {
+    if (to > this.rangeStart) this.out.push(this.chunk.subarray(this.rangeStart, to));
+    this.rangeStart = Math.max(this.rangeStart, to);
   }
 
   /** Feeds one server chunk through `reader`; returns what to write to the client. */
   feed(reader: FrameReader, chunk: Buffer): Buffer[] {
     this.chunk = chunk;
     this.cursor = 0;
+    this.rangeStart = 0;
     this.feeding = true;
     try {
       reader.feed(chunk, this);
@@ -248,12 +261,15 @@ export class Relay {
       if (partial > 0 && (type === -1 || !this.queue.streamable(type))) {
         // Its fate is decided when it is whole: hold its bytes back.
         const from = Math.max(this.cursor, n - partial);
-        if (from > this.cursor) this.out.push(chunk.subarray(this.cursor, from));
+        this.flushRange(from);
         this.held.push(chunk.subarray(from));
       } else {
+        // A message that will be forwarded whatever comes: stream what is here.
         this.flushHeld();
-        this.out.push(chunk.subarray(this.cursor));
+        this.flushRange(n);
       }
+    } else {
+      this.flushRange(n);
     }
     const out = this.out;
     this.out = [];
@@ -268,11 +284,13 @@ export class Relay {
     const start = end - size;
     const keep = this.queue.decide(type, body);
     if (keep) {
+      // Held bytes are this message's beginning, from an earlier chunk:
+      // nothing of this chunk is pending before them.
       this.flushHeld();
-      this.out.push(this.chunk.subarray(this.cursor, end));
     } else {
       this.held = [];
-      if (start > this.cursor) this.out.push(this.chunk.subarray(this.cursor, start));
+      this.flushRange(Math.max(start, this.rangeStart));
+      this.rangeStart = end;
     }
     this.cursor = end;
     this.queue.afterMessage();
