@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalCluster, freePort } from '../src/embedded/cluster.ts';
-import { startupMessage } from '../src/protocol/messages.ts';
+import { trustLogin } from '../test/helpers/clients.ts';
 
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const count = Number(process.argv[2] ?? process.env.BENCH_IDLE_CLIENTS ?? 10_000);
@@ -28,22 +28,7 @@ async function rssMb(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
 }
 
-function login(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => s.write(startupMessage([['user', 'app'], ['database', 'app']])));
-    let seen = Buffer.alloc(0);
-    const onData = (d: Buffer) => {
-      seen = Buffer.concat([seen, d]);
-      // ReadyForQuery is the last message of a login.
-      if (seen.length >= 6 && seen[seen.length - 6] === 0x5a) {
-        s.off('data', onData);
-        resolve(s);
-      } else if (seen[0] === 0x45) reject(new Error(`login refused: ${seen.toString('latin1')}`));
-    };
-    s.on('data', onData);
-    s.on('error', reject);
-  });
-}
+const login = (port: number) => trustLogin(port, 'app', 'app');
 
 const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-probe-'));
 const cluster = await LocalCluster.start({});

@@ -3,26 +3,13 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { readdir, readFile } from 'node:fs/promises';
 import { freePort } from '../src/embedded/cluster.ts';
-import { query, startupMessage } from '../src/protocol/messages.ts';
+import { query } from '../src/protocol/messages.ts';
+import { trustLogin } from './helpers/clients.ts';
 import { sleep, writeAuthFile } from './helpers/pgmux.ts';
 import { getCluster } from './cluster-context.ts';
 
 /** Logs in (trust) and resolves with the socket once ReadyForQuery arrives. */
-function login(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => s.write(startupMessage([['user', 'app'], ['database', 'appdb']])));
-    let seen = Buffer.alloc(0);
-    const onData = (d: Buffer) => {
-      seen = Buffer.concat([seen, d]);
-      if (seen.length >= 6 && seen[seen.length - 6] === 0x5a) {
-        s.off('data', onData);
-        resolve(s);
-      } else if (seen[0] === 0x45) reject(new Error(seen.toString('latin1')));
-    };
-    s.on('data', onData);
-    s.on('error', reject);
-  });
-}
+const login = (port: number) => trustLogin(port, 'app', 'appdb');
 
 async function usage(pid: number): Promise<{ rssMb: number; fds: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');

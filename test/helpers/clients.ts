@@ -130,3 +130,24 @@ export class RawClient {
     this.socket.destroy();
   }
 }
+
+/**
+ * A bare login to a pgmux that trusts its clients: resolves with the socket
+ * once ReadyForQuery arrives. Cheap enough to hold thousands of them.
+ */
+export function trustLogin(port: number, user: string, database: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => s.write(startupMessage([['user', user], ['database', database]])));
+    let seen = Buffer.alloc(0);
+    const onData = (d: Buffer) => {
+      seen = Buffer.concat([seen, d]);
+      // ReadyForQuery is the last message of a login.
+      if (seen.length >= 6 && seen[seen.length - 6] === 0x5a) {
+        s.off('data', onData);
+        resolve(s);
+      } else if (seen[0] === 0x45) reject(new Error(`login refused: ${seen.toString('latin1')}`));
+    };
+    s.on('data', onData);
+    s.on('error', reject);
+  });
+}
