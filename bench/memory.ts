@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalCluster, freePort } from '../src/embedded/cluster.ts';
 import { trustLogin } from '../test/helpers/clients.ts';
+import { pgmuxEntry } from './targets.ts';
 
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const count = Number(process.argv[2] ?? process.env.BENCH_IDLE_CLIENTS ?? 10_000);
@@ -40,7 +41,7 @@ try {
   await writeFile(path.join(dir, 'userlist.txt'), '"app" "probe-secret"\n');
   const pgmux = spawn(
     'bash',
-    ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$@"', 'pgmux', process.execPath, '--liftoff-only', '--max-semi-space-size=4', path.join(repoDir, 'src/cli.ts'),
+    ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$@"', 'pgmux', process.execPath, '--liftoff-only', '--max-semi-space-size=4', pgmuxEntry(repoDir),
       '--listen', `127.0.0.1:${port}`, '--endpoint', `main=postgresql://127.0.0.1:${cluster.primary.port}`,
       '--auth-type', 'trust', '--auth-file', path.join(dir, 'userlist.txt'), '--user-password', 'app=probe-secret',
       '--pool-mode', 'transaction', '--max-client-conn', String(count + 100), '--log-level', 'warn'],

@@ -1,5 +1,6 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { chmod, chown, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, type LocalCluster } from '../src/embedded/cluster.ts';
@@ -83,7 +84,7 @@ async function startPgmux(env: TargetEnv, name: TargetName, mode: string, replic
   const args = [
     '--liftoff-only',
     '--max-semi-space-size=4',
-    path.join(env.repoDir, 'src/cli.ts'),
+    pgmuxEntry(env.repoDir),
     '--listen', `127.0.0.1:${port}`,
     '--endpoint', `main=postgresql://${nodes}/${env.database}`,
     '--auth-file', userlist,
@@ -199,4 +200,10 @@ export async function startTarget(env: TargetEnv, name: TargetName): Promise<Run
     case 'pgbouncer-transaction':
       return startPgbouncer(env, name, 'transaction');
   }
+}
+
+/** What the benchmark runs: the bundle users run (npm run build), else the sources. */
+export function pgmuxEntry(repoDir: string): string {
+  const bundle = path.join(repoDir, 'dist/cli.js');
+  return existsSync(bundle) ? bundle : path.join(repoDir, 'src/cli.ts');
 }

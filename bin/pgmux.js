@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// pgmux's sources are TypeScript run by Node's own type stripping.
+// pgmux runs from its bundle in dist/ (npm run build; npm ci makes it), or
+// from its TypeScript sources by Node's own type stripping when there is none.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const [major, minor] = process.versions.node.split('.').map(Number);
@@ -22,5 +24,6 @@ if (!process.execArgv.includes(FLAGS[0])) {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, signal) => process.exit(code ?? (signal === null ? 1 : 128)));
 } else {
-  await import('../src/cli.ts');
+  const bundle = new URL('../dist/cli.js', import.meta.url);
+  await import(existsSync(bundle) ? bundle.href : '../src/cli.ts');
 }

@@ -1,10 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { ConfigSchema, type Config } from '../config/schema.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 import type { PgmuxServer } from '../server.ts';
 import type { AdminBackend, Cell, Column, ResultSet } from './console.ts';
+import { VERSION } from '../version.ts';
 
-const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Settings SET may change on a running pgmux (the rest need a restart or RELOAD). */
 const CHANGEABLE = new Set([

@@ -18,6 +18,7 @@ import { ConfigError } from './errors.ts';
 import { describeSetting, scalarSettings, type ScalarSetting } from './introspect.ts';
 import { formatIssues } from './issues.ts';
 import { ConfigSchema, type Config } from './schema.ts';
+import { VERSION } from '../version.ts';
 
 export { ConfigError };
 
@@ -140,8 +141,7 @@ name (pool_mode), or as an environment variable (PGMUX_POOL_MODE). Flags win
 over the environment, which wins over the file. See docs/configuration.md.`;
 
 async function versionText(): Promise<string> {
-  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return `pgmux ${pkg.version}`;
+  return `pgmux ${VERSION}`;
 }
 
 /** Reads and parses a TOML config file; a ConfigError says what is wrong with it. */
