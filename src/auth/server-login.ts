@@ -50,6 +50,16 @@ export interface LoginOptions {
   tls?: { sslmode: ServerSslMode; ca?: Buffer };
 }
 
+export type ServerReader = (chunk: Buffer, borrowed: boolean) => void;
+
+/**
+ * One read of a plaintext server connection takes at most this much. Reads
+ * land in a buffer of the connection's own instead of a new allocation
+ * each, and skip the stream machinery ('data' events): session pooling
+ * forwards them to the client straight from there.
+ */
+const READ_BUFFER_SIZE = 32 * 1024;
+
 export interface LoggedInServer {
   socket: net.Socket;
   processId: number;
@@ -58,6 +68,14 @@ export interface LoggedInServer {
   parameters: Map<string, string>;
   /** Bytes received after the login's ReadyForQuery (normally none). */
   rest: Buffer;
+  /**
+   * Where the socket's reads go from now on, instead of 'data' events. A
+   * chunk that is `borrowed` lies in the connection's read buffer, which
+   * the next read overwrites: the reader must be done with it (or have
+   * copied it, or paused the socket) when it returns. Reads that arrived
+   * before this call are delivered first.
+   */
+  setReader(reader: ServerReader): void;
 }
 
 /**
@@ -68,8 +86,28 @@ export interface LoggedInServer {
  */
 export function loginToServer(opts: LoginOptions): Promise<LoggedInServer> {
   return new Promise((resolve, reject) => {
-    const raw = net.connect({ host: opts.host, port: opts.port, noDelay: true });
+    const sslmode = opts.tls?.sslmode ?? 'disable';
+    // Where reads go: the login's own framing until ReadyForQuery, then a
+    // queue until the connection's owner takes over with setReader.
+    let deliver: ServerReader = (chunk, borrowed) => onData(borrowed ? Buffer.from(chunk) : chunk);
+    const early: Buffer[] = [];
+    // disable and allow never start TLS, so the socket stays a plain one
+    // that can read into a buffer of its own.
+    const plainReads = sslmode === 'disable' || sslmode === 'allow';
+    const readBuffer = Buffer.allocUnsafe(plainReads ? READ_BUFFER_SIZE : 0);
+    const raw = plainReads
+        ? net.connect({
+            host: opts.host,
+            port: opts.port,
+            noDelay: true,
+            onread: { buffer: readBuffer, callback: (n) => (deliver(readBuffer.subarray(0, n), true), true) },
+          })
+        : net.connect({ host: opts.host, port: opts.port, noDelay: true });
     let socket: net.Socket = raw;
+    const setReader = (reader: ServerReader) => {
+      deliver = reader;
+      for (const chunk of early.splice(0)) reader(chunk, false);
+    };
     const reader = new FrameReader('RSKEZ');
     const parameters = new Map<string, string>();
     let processId = 0;
@@ -111,10 +149,10 @@ export function loginToServer(opts: LoginOptions): Promise<LoggedInServer> {
           case 0x5a /* Z */:
             settled = true;
             clearTimeout(timer);
-            socket.removeAllListeners('data');
             socket.removeAllListeners('error');
             socket.removeAllListeners('close');
-            resolve({ socket, processId, secretKey, parameters, rest: lastChunk.subarray(end) });
+            deliver = (chunk, borrowed) => early.push(borrowed ? Buffer.from(chunk) : chunk);
+            resolve({ socket, processId, secretKey, parameters, rest: lastChunk.subarray(end), setReader });
             return false;
           default:
             // NoticeResponse and NegotiateProtocolVersion during login: nothing to do.
@@ -189,7 +227,8 @@ export function loginToServer(opts: LoginOptions): Promise<LoggedInServer> {
           }
           socket = s;
           if (s !== raw) s.on('error', onSocketError).on('close', onSocketClose);
-          s.on('data', onData);
+          // A TLS socket (or one that may become one) reads by 'data' events.
+          if (!plainReads) s.on('data', (chunk: Buffer) => deliver(chunk, false));
           s.write(startupMessage(params));
         },
         (err: Error) => fail(err),

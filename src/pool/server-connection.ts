@@ -12,8 +12,13 @@ import type { Pool } from './pool.ts';
  * (reset, parameter setup). Exactly one at a time.
  */
 export interface ServerOwner extends FrameVisitor {
-  /** Raw bytes, after the reader has seen the messages in them. */
-  onServerChunk(chunk: Buffer, consumed: number): void;
+  /**
+   * Raw bytes, after the reader has seen the messages in them. A `borrowed`
+   * chunk lies in the connection's read buffer: whoever keeps it past the
+   * call (a write that has not gone out yet) must pause the socket until it
+   * is done with it.
+   */
+  onServerChunk(chunk: Buffer, consumed: number, borrowed: boolean): void;
   onServerClose(): void;
   /**
    * When present, the owner frames the chunk itself through `reader` (and
@@ -71,7 +76,7 @@ export class ServerConnection implements FrameVisitor {
     this.port = port;
     this.socket.setNoDelay(true);
     this.socket.setKeepAlive(true, 60_000);
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    login.setReader((chunk, borrowed) => this.onData(chunk, borrowed));
     this.socket.on('error', () => this.markClosed(true));
     this.socket.on('close', () => this.markClosed(true));
   }
@@ -81,12 +86,13 @@ export class ServerConnection implements FrameVisitor {
     this.owner = owner;
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Buffer, borrowed: boolean): void {
     if (this.closed) return;
     const owner = this.owner ?? this;
     if (owner.onRawChunk !== undefined) {
       try {
-        owner.onRawChunk(chunk, this.reader);
+        // The message-level loop keeps slices of what it reads: its own copy.
+        owner.onRawChunk(borrowed ? Buffer.from(chunk) : chunk, this.reader);
       } catch {
         this.close();
       }
@@ -100,7 +106,7 @@ export class ServerConnection implements FrameVisitor {
       this.close();
       return;
     }
-    if (this.owner !== null) this.owner.onServerChunk(chunk, consumed);
+    if (this.owner !== null) this.owner.onServerChunk(chunk, consumed, borrowed);
     else if (this.pending === null) {
       // Data while idle in the pool: only asynchronous messages are legal,
       // and a pooled connection has nobody to give them to. Keep it only if

@@ -149,7 +149,8 @@ export class FrameReader {
       }
       // Body (possibly empty), continued across chunks.
       const take = Math.min(this.remaining, n - pos);
-      if (this.parts !== null && take > 0) this.parts.push(chunk.subarray(pos, pos + take));
+      // A copy: the chunk may be a read buffer that the next read reuses.
+      if (this.parts !== null && take > 0) this.parts.push(Buffer.from(chunk.subarray(pos, pos + take)));
       pos += take;
       this.remaining -= take;
       if (this.remaining === 0) {

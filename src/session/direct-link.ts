@@ -50,6 +50,14 @@ export class DirectLink implements ServerOwner {
   private drainTimer: NodeJS.Timeout | null = null;
   private readonly resumeClient = () => this.host.socket.resume();
   private readonly resumeServer = () => this.server?.socket.resume();
+  /** A write of a borrowed server chunk has not gone out yet; the server socket is paused for it. */
+  private heldByWrite = false;
+  private readonly borrowedWritten = () => {
+    if (!this.heldByWrite) return;
+    this.heldByWrite = false;
+    if (this.host.socket.writableNeedDrain) this.host.socket.once('drain', this.resumeServer);
+    else this.resumeServer();
+  };
 
   constructor(host: DirectHost, server: ServerConnection) {
     this.host = host;
@@ -143,10 +151,16 @@ export class DirectLink implements ServerOwner {
     }
   }
 
-  onServerChunk(chunk: Buffer): void {
+  onServerChunk(chunk: Buffer, _consumed: number, borrowed: boolean): void {
     if (!this.closing) {
       const client = this.host.socket;
-      if (!client.write(chunk)) {
+      const ok = client.write(chunk, borrowed ? this.borrowedWritten : undefined);
+      if (borrowed && client.writableLength > 0) {
+        // The write holds on to the server's read buffer until it is out:
+        // no more reads into it until then.
+        this.heldByWrite = true;
+        this.server!.socket.pause();
+      } else if (!ok) {
         this.server!.socket.pause();
         client.once('drain', this.resumeServer);
       }
