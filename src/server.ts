@@ -11,6 +11,7 @@ import type { PoolSettings } from './pool/pool.ts';
 import { parseNodeUrl, type Endpoint } from './routing/endpoint.ts';
 import { EndpointRegistry } from './routing/registry.ts';
 import { ClientTls } from './tls/client-tls.ts';
+import { ownReads } from './session/own-reads.ts';
 import { readFile } from 'node:fs/promises';
 import { adminBackend } from './admin/backend.ts';
 import { FailureLimiter } from './auth/failure-limit.ts';
@@ -132,8 +133,9 @@ export class PgmuxServer {
       statementIds: new StatementIds(),
     };
     this.adminBackend = adminBackend(this, () => this.reloadSource(), (mode) => this.onShutdown(mode));
-    this.listener = net.createServer({ noDelay: true }, (socket) => {
-      const session = new ClientSession(socket, this.ctx);
+    // Accepted paused, so each connection's reads can move to a buffer of its own.
+    this.listener = net.createServer({ noDelay: true, pauseOnConnect: true }, (accepted) => {
+      const session = new ClientSession(ownReads(accepted), this.ctx);
       this.sessions.add(session);
     });
   }

@@ -106,6 +106,12 @@ export class Pool {
     });
   }
 
+  /** An idle connection at once, or null (none idle, paused, or clients waiting first). */
+  tryAcquire(): ServerConnection | null {
+    if (this.paused || this.waiters.length > 0) return null;
+    return this.takeIdle();
+  }
+
   /** Takes back a connection whose client is done with it: reset, then reuse or close. */
   release(conn: ServerConnection, opts: { reset: boolean } = { reset: true }): void {
     conn.setOwner(null);

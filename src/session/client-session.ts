@@ -24,6 +24,7 @@ import { applySettingsQuery, clientSettings } from './startup-params.ts';
 import { sendCancel, type CancelTarget } from './cancel-registry.ts';
 import type { PoolMode, SessionContext } from './context.ts';
 import { DirectLink } from './direct-link.ts';
+import type { OwnReads } from './own-reads.ts';
 import { MuxLink } from './mux-link.ts';
 import { loginParameters } from './login-params.ts';
 import { loadClassifier } from '../sql/classify.ts';
@@ -75,18 +76,23 @@ export class ClientSession implements CancelTarget {
   private adminRights: Rights | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
 
-  constructor(socket: net.Socket, ctx: SessionContext) {
-    this.socket = socket;
+  constructor(reads: OwnReads, ctx: SessionContext) {
+    this.socket = reads.socket;
+    this.reads = reads;
     this.ctx = ctx;
-    socket.setNoDelay(true);
-    this.attach(socket);
+    this.socket.setNoDelay(true);
+    reads.setReader(this.onRead);
+    this.attach(this.socket);
   }
 
-  private readonly onData = (chunk: Buffer) => this.onClientData(chunk);
+  /** The plain connection's reads, until TLS takes the socket over. */
+  private reads: OwnReads | null;
+  private readonly onRead = (chunk: Buffer, borrowed: boolean) => this.onClientData(chunk, borrowed);
+  private readonly onData = (chunk: Buffer) => this.onClientData(chunk, false);
   private readonly onClose = () => this.onClientGone('client closed the connection');
 
   private attach(socket: net.Socket): void {
-    socket.on('data', this.onData);
+    if (this.reads === null) socket.on('data', this.onData);
     socket.on('error', () => {});
     socket.on('close', this.onClose);
   }
@@ -103,6 +109,8 @@ export class ClientSession implements CancelTarget {
       throw new PgError(SqlState.PROTOCOL_VIOLATION, 'received unencrypted data after SSL request');
     }
     const plain = this.socket;
+    this.reads?.setReader(null);
+    this.reads = null;
     plain.off('data', this.onData);
     plain.off('close', this.onClose);
     plain.write('S');
@@ -138,11 +146,19 @@ export class ClientSession implements CancelTarget {
     return { host: s.host, port: s.port, processId: s.processId, secretKey: s.secretKey };
   }
 
-  private onClientData(chunk: Buffer): void {
+  private onClientData(chunk: Buffer, borrowed: boolean): void {
     try {
+      const link = this.link;
+      if (this.phase === enum_.ready && link instanceof DirectLink) {
+        // Session pooling forwards the read buffer itself.
+        link.onClientData(chunk, borrowed);
+        return;
+      }
+      // Everything else may keep what it reads: its own copy.
+      if (borrowed) chunk = Buffer.from(chunk);
       switch (this.phase) {
         case enum_.ready:
-          this.link!.onClientData(chunk);
+          link!.onClientData(chunk);
           return;
         case enum_.startup:
           this.onStartupData(this.startupReader.push(chunk));
@@ -419,6 +435,7 @@ export class ClientSession implements CancelTarget {
       statementIds: this.ctx.statementIds,
       router,
       acquire: (node: number) => poolOf(node).acquire(),
+      tryAcquire: (node: number) => poolOf(node).tryAcquire(),
       release: (conn: ServerConnection, reset: boolean) => (conn.pool ?? poolOf(conn.node)).release(conn, { reset }),
       discard: (conn: ServerConnection) => (conn.pool ?? poolOf(conn.node)).discard(conn),
       writeClient: (chunks: Buffer[]) => {

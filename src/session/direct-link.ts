@@ -101,7 +101,8 @@ export class DirectLink implements ServerOwner {
     }
   }
 
-  onClientData(chunk: Buffer): void {
+  /** A `borrowed` chunk lies in the client's read buffer, reused by its next read. */
+  onClientData(chunk: Buffer, borrowed = false): void {
     const server = this.server;
     if (server === null) return;
     const reader = this.clientReader;
@@ -121,12 +122,26 @@ export class DirectLink implements ServerOwner {
     }
     if (pre !== null) out.write(pre);
     const keep = reader.partialHeaderLength;
-    const ok = out.write(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep));
-    if (!ok) {
+    const ok = out.write(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep), borrowed ? this.clientChunkWritten : undefined);
+    if (borrowed && out.writableLength > 0) {
+      // The write holds on to the client's read buffer until it is out.
+      this.clientHeldByWrite = true;
+      this.host.socket.pause();
+    } else if (!ok) {
       this.host.socket.pause();
       out.once('drain', this.resumeClient);
     }
   }
+
+  /** A write of a borrowed client chunk has not gone out yet; the client socket is paused for it. */
+  private clientHeldByWrite = false;
+  private readonly clientChunkWritten = () => {
+    if (!this.clientHeldByWrite) return;
+    this.clientHeldByWrite = false;
+    const out = this.server?.socket;
+    if (out !== undefined && out.writableNeedDrain) out.once('drain', this.resumeClient);
+    else this.resumeClient();
+  };
 
   /** Server side of the loop: count ReadyForQuery, watch COPY, track ParameterStatus. */
   onMessage(type: number, body: Buffer | null): boolean {

@@ -19,6 +19,8 @@ const COPY_FAIL = Buffer.from([0x66, 0, 0, 0, 28, ...Buffer.from('client left du
 /** A batch is sent once it holds this much, even without a Sync. */
 const MAX_BATCH_BYTES = 1 << 20;
 const I = 0x49;
+/** A pump step that found nothing can go now. */
+const STOP = Symbol('stop');
 
 /**
  * The message-level forwarding loop of transaction and statement pooling
@@ -127,27 +129,59 @@ export class MuxLink implements ServerOwner {
     }
   }
 
+  /**
+   * Sends what waits, in order. Synchronous while every step is (the node is
+   * known, a connection is at hand): the steady path makes no promise. A
+   * step that must wait (a router that looks something up, a pool with no
+   * idle connection) finishes when it can, and the pump starts over.
+   */
   private pump(): void {
     if (this.pumping) {
       this.repump = true;
       return;
     }
     this.pumping = true;
-    this.pumpLoop()
-      .catch((err) => this.host.fatal(err))
-      .finally(() => {
+    let wait: Promise<unknown> | null;
+    try {
+      wait = this.pumpNow();
+    } catch (err) {
+      this.pumping = false;
+      this.host.fatal(err);
+      return;
+    }
+    if (wait === null) {
+      this.pumped();
+      return;
+    }
+    wait.then(
+      (step) => {
         this.pumping = false;
-        if (this.repump && !this.closing) {
-          this.repump = false;
-          this.pump();
-        }
-      });
+        if (this.closing) return;
+        // The step that waited ends the pump when it says so, else more may go.
+        if (step === STOP && !this.repump) return;
+        this.repump = false;
+        this.pump();
+      },
+      (err) => {
+        this.pumping = false;
+        this.host.fatal(err);
+      },
+    );
   }
 
-  private async pumpLoop(): Promise<void> {
+  private pumped(): void {
+    this.pumping = false;
+    if (this.repump && !this.closing) {
+      this.repump = false;
+      this.pump();
+    }
+  }
+
+  /** The pump's loop: null when it ran to its end (or must stop), else what it waits for. */
+  private pumpNow(): Promise<unknown> | null {
     while (this.waiting.length > 0 && !this.closing) {
       // Nothing more goes out until a held read has shown how it went.
-      if (this.retry.pending) return;
+      if (this.retry.pending) return null;
       const b = this.waiting[0];
       b.info ??= inspect(b, this.statements, this.host.router.spreadsReads);
       const refusal = this.refusal(b.info);
@@ -160,28 +194,47 @@ export class MuxLink implements ServerOwner {
         this.waiting.shift();
         continue;
       }
-      const target = await this.chooseNode(b);
-      if (this.closing) return;
-      if (this.server !== null && this.node !== target) {
-        // Replies come back in order only if one node answers at a time.
-        if (!this.quiet) return;
-        this.stepAway();
-      }
-      if (this.server === null) {
-        await this.lend(target);
-        if (this.closing) return;
-      }
-      this.waiting.shift();
-      const primary = this.host.router.primaryNode?.() ?? 0;
-      const retryable = this.host.router.spreadsReads === true && target !== primary && b.info.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
-      if (retryable) this.retry.watch(b);
-      this.send(b, b.info);
+      const target = this.chooseNode(b);
+      if (typeof target !== 'number') return target.then((node) => this.step(b, node));
+      const step = this.step(b, target);
+      if (step === STOP) return null;
+      if (step !== null) return step;
     }
     if (this.waiting.length <= 4) this.host.resumeClient();
+    return null;
+  }
+
+  /**
+   * Sends the first waiting batch `b` to `node`, lending a connection first
+   * if the client holds none. STOP: nothing can go now; a promise: the
+   * connection is not at hand yet.
+   */
+  private step(b: Batch, node: number): typeof STOP | Promise<unknown> | null {
+    if (this.closing) return STOP;
+    if (this.server !== null && this.node !== node) {
+      // Replies come back in order only if one node answers at a time.
+      if (!this.quiet) return STOP;
+      this.stepAway();
+    }
+    if (this.server === null) {
+      const lent = this.lend(node);
+      if (lent !== null) return lent.then(() => (this.server === null || this.closing ? STOP : this.sendFirst(b, node)));
+    }
+    this.sendFirst(b, node);
+    return null;
+  }
+
+  private sendFirst(b: Batch, node: number): null {
+    this.waiting.shift();
+    const primary = this.host.router.primaryNode?.() ?? 0;
+    const retryable = this.host.router.spreadsReads === true && node !== primary && b.info!.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
+    if (retryable) this.retry.watch(b);
+    this.send(b, b.info!);
+    return null;
   }
 
   /** Where a batch goes: where the transaction is, else the router's choice. */
-  private async chooseNode(b: Batch): Promise<number> {
+  private chooseNode(b: Batch): number | Promise<number> {
     if (b.forceNode !== undefined) return b.forceNode;
     if (this.server !== null) {
       const tied = this.unsynced || this.status !== I || this.pinned !== null || this.copyIn || !b.info!.hasSql;
@@ -221,10 +274,19 @@ export class MuxLink implements ServerOwner {
     }
   }
 
-  private async lend(node: number): Promise<void> {
-    let conn = this.parked.get(node);
+  /** Gives the client a connection to `node`: at once (null) when one is at hand, else a promise. */
+  private lend(node: number): Promise<void> | null {
+    let conn: ServerConnection | null | undefined = this.parked.get(node);
     if (conn !== undefined) this.parked.delete(node);
-    else conn = await this.host.acquire(node);
+    else {
+      conn = this.host.tryAcquire(node);
+      if (conn === null) return this.host.acquire(node).then((c) => this.took(c, node));
+    }
+    this.took(conn, node);
+    return null;
+  }
+
+  private took(conn: ServerConnection, node: number): void {
     if (this.closing) {
       this.host.release(conn, false);
       return;

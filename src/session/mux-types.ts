@@ -30,6 +30,8 @@ export interface MuxHost {
   readonly router: Router;
   /** A logged-in server connection to `node` (from its pool). */
   acquire(node: number): Promise<ServerConnection>;
+  /** An idle connection to `node` if one is at hand and nobody waits before us, else null. */
+  tryAcquire(node: number): ServerConnection | null;
   /** Back to the pool; `reset` runs server_reset_query first. */
   release(conn: ServerConnection, reset: boolean): void;
   discard(conn: ServerConnection): void;
