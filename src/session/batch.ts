@@ -80,6 +80,36 @@ function mayMatter(sql: string): boolean {
 const PLAIN: BatchInfo = Object.freeze({ ...EMPTY, readOnly: false, hasSql: true }) as BatchInfo;
 
 /**
+ * One SELECT that calls no function at all (no parenthesis anywhere), has
+ * no locking clause and no INTO: it only reads, and sets nothing, whatever
+ * its literals. The parser would say the same, so it is not asked: reads
+ * like pgbench -S differ in a literal each time and would miss its cache
+ * on every statement. Matching is on lower-cased substrings, so anything
+ * unusual (a comment, a string holding "for") goes to the parser.
+ */
+function plainRead(sql: string): boolean {
+  if (sql.includes('(')) return false;
+  const lower = sql.toLowerCase();
+  if (firstWord(lower) !== 'select') return false;
+  const semi = lower.indexOf(';');
+  if (semi >= 0 && lower.slice(semi + 1).trim() !== '') return false;
+  return !lower.includes('for') && !lower.includes('into') && !lower.includes('--') && !lower.includes('/*');
+}
+
+const PLAIN_READ: Classification = Object.freeze({
+  readOnly: true,
+  writeReason: null,
+  functions: [],
+  transaction: [],
+  sets: [],
+  resetAll: false,
+  sessionState: null,
+  clears: [],
+  parseError: false,
+  statements: 1,
+}) as Classification;
+
+/**
  * What the statements of a batch do, from a real PostgreSQL parser.
  * `routing`: whether the read-only verdict is needed (reads go to replicas).
  */
@@ -101,7 +131,7 @@ export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStat
       sawPlain = true;
       continue;
     }
-    found.push(classify(sql));
+    found.push(plainRead(sql) ? PLAIN_READ : classify(sql));
   }
   if (found.length === 0) return sawPlain ? { ...PLAIN, firstSql } : EMPTY;
   if (found.length === 1 && !sawPlain) return fromOne(found[0], firstSql);
