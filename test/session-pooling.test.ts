@@ -18,41 +18,6 @@ describe('session pooling', () => {
     await sleep(100);
   });
 
-  it('reads forwarded from reused buffers arrive intact when the other side stalls, both ways', async () => {
-    // Server to client: a 40 MB result to a client that stops reading for a while.
-    const c = new pg.Client({ connectionString: pgmux.url() });
-    await c.connect();
-    const sql = "SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 150000) g";
-    const want = (await onPrimary<{ sum: string }>(`SELECT md5(string_agg(g || ':' || v, ',' ORDER BY g)) AS sum FROM (${sql}) s`))[0].sum;
-    const stream = (c as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
-    const result = c.query(sql);
-    setTimeout(() => stream.pause(), 20);
-    setTimeout(() => stream.resume(), 700);
-    const rows = (await result).rows as { g: number; v: string }[];
-    expect(createHash('md5').update(rows.map((r) => `${r.g}:${r.v}`).join(',')).digest('hex')).toBe(want);
-
-    // Client to server: 24 MB of COPY data while the table is locked, so the
-    // server stops reading and pgmux's writes to it wait.
-    await c.query('DROP TABLE IF EXISTS copy_in; CREATE TABLE copy_in (n int, v text)');
-    const locker = new pg.Client({ connectionString: pgmux.url() });
-    await locker.connect();
-    await locker.query('BEGIN; LOCK TABLE copy_in');
-    const lines: string[] = [];
-    for (let i = 0; i < 200_000; i++) lines.push(`${i}\t${createHash('md5').update(String(i)).digest('hex').repeat(3)}`);
-    const file = path.join(os.tmpdir(), `pgmux-copy-${process.pid}.tsv`);
-    await writeFile(file, lines.join('\n') + '\n');
-    const copying = psql(pgmux.url(), `\\copy copy_in FROM '${file}'`);
-    await sleep(700);
-    await locker.query('COMMIT');
-    await copying;
-    const got = (await c.query("SELECT md5(string_agg(n || E'\\t' || v, E'\\n' ORDER BY n)) AS sum FROM copy_in")).rows[0].sum;
-    expect(got).toBe(createHash('md5').update(lines.join('\n')).digest('hex'));
-    await rm(file);
-    await c.query('DROP TABLE copy_in');
-    await locker.end();
-    await c.end();
-  });
-
   it('five sequential psql sessions reuse one backend', async () => {
     const pids = new Set<string>();
     for (let i = 0; i < 5; i++) pids.add(await psql(pgmux.url(), 'SELECT pg_backend_pid()'));
@@ -234,5 +199,51 @@ describe('a client that leaves with work in flight', () => {
     } finally {
       await pgmux.stop();
     }
+  });
+});
+
+describe('session pooling under backpressure', () => {
+  let pgmux: RunningPgmux;
+  beforeAll(async () => {
+    pgmux = await startPgmux({ default_pool_size: 4, pool_mode: 'session' });
+  });
+  afterAll(async () => {
+    await pgmux.stop();
+    await sleep(100);
+  });
+
+  it('reads forwarded from reused buffers arrive intact when the other side stalls, both ways', async () => {
+    // Server to client: a 40 MB result to a client that stops reading for a while.
+    const c = new pg.Client({ connectionString: pgmux.url() });
+    await c.connect();
+    const sql = "SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 150000) g";
+    const want = (await onPrimary<{ sum: string }>(`SELECT md5(string_agg(g || ':' || v, ',' ORDER BY g)) AS sum FROM (${sql}) s`))[0].sum;
+    const stream = (c as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
+    const result = c.query(sql);
+    setTimeout(() => stream.pause(), 20);
+    setTimeout(() => stream.resume(), 700);
+    const rows = (await result).rows as { g: number; v: string }[];
+    expect(createHash('md5').update(rows.map((r) => `${r.g}:${r.v}`).join(',')).digest('hex')).toBe(want);
+
+    // Client to server: 24 MB of COPY data while the table is locked, so the
+    // server stops reading and pgmux's writes to it wait.
+    await c.query('DROP TABLE IF EXISTS copy_in; CREATE TABLE copy_in (n int, v text)');
+    const locker = new pg.Client({ connectionString: pgmux.url() });
+    await locker.connect();
+    await locker.query('BEGIN; LOCK TABLE copy_in');
+    const lines: string[] = [];
+    for (let i = 0; i < 200_000; i++) lines.push(`${i}\t${createHash('md5').update(String(i)).digest('hex').repeat(3)}`);
+    const file = path.join(os.tmpdir(), `pgmux-copy-${process.pid}.tsv`);
+    await writeFile(file, lines.join('\n') + '\n');
+    const copying = psql(pgmux.url(), `\\copy copy_in FROM '${file}'`);
+    await sleep(700);
+    await locker.query('COMMIT');
+    await copying;
+    const got = (await c.query("SELECT md5(string_agg(n || E'\\t' || v, E'\\n' ORDER BY n)) AS sum FROM copy_in")).rows[0].sum;
+    expect(got).toBe(createHash('md5').update(lines.join('\n')).digest('hex'));
+    await rm(file);
+    await c.query('DROP TABLE copy_in');
+    await locker.end();
+    await c.end();
   });
 });
