@@ -96,18 +96,9 @@ function plainRead(sql: string): boolean {
   return !lower.includes('for') && !lower.includes('into') && !lower.includes('--') && !lower.includes('/*');
 }
 
-const PLAIN_READ: Classification = Object.freeze({
-  readOnly: true,
-  writeReason: null,
-  functions: [],
-  transaction: [],
-  sets: [],
-  resetAll: false,
-  sessionState: null,
-  clears: [],
-  parseError: false,
-  statements: 1,
-}) as Classification;
+const { hasSql: _hasSql, firstSql: _firstSql, ...NOTHING } = EMPTY;
+/** What the parser says of a plain read: it reads, and does nothing else. */
+const PLAIN_READ: Classification = Object.freeze({ ...NOTHING, writeReason: null, parseError: false, statements: 1 });
 
 /**
  * What the statements of a batch do, from a real PostgreSQL parser.
