@@ -94,7 +94,7 @@ export async function runPgbench(opts: {
   const lat = await readLatencies(opts.logDir);
   await rm(opts.logDir, { recursive: true, force: true });
   const aborted = /aborted/.test(value.stdout + value.stderr);
-  const error = value.code !== 0 || aborted || !Number.isFinite(tps) ? (value.stderr.trim().split('\n').slice(-2).join(' ') || `pgbench exited ${value.code}`) : null;
+  const error = value.code !== 0 || aborted || !Number.isFinite(tps) ? (value.stderr.trim().split('\n').slice(-2).join(' ') || `pgbench exited ${value.code}: ${value.stdout.trim().split('\n').slice(-2).join(' ') || 'no output'}`) : null;
   return {
     tps: Number.isFinite(tps) ? tps : 0,
     processed,
