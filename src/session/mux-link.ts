@@ -396,7 +396,7 @@ export class MuxLink implements ServerOwner {
     const again = forwarded ? this.retry.take('ready') : null;
     if (again !== null) {
       this.sendAgain(again);
-      queueMicrotask(() => this.afterReady());
+      queueMicrotask(this.afterReadyTask);
       return;
     }
     if (forwarded) {
@@ -406,7 +406,7 @@ export class MuxLink implements ServerOwner {
         this.settleTransaction();
       }
     }
-    queueMicrotask(() => this.afterReady());
+    queueMicrotask(this.afterReadyTask);
   }
 
   /** A transaction ended: what it set stays only if it committed. */
@@ -418,6 +418,9 @@ export class MuxLink implements ServerOwner {
       this.host.router.noteWrite?.(this);
     }
   }
+
+  /** afterReady as a task, made once: a ReadyForQuery queues it without a new closure. */
+  private readonly afterReadyTask = () => this.afterReady();
 
   private afterReady(): void {
     if (this.closing) {
