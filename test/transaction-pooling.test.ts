@@ -5,6 +5,7 @@ import { backendsOf, onPrimary, sleep, startPgmux, trustSettings, type RunningPg
 import { RawClient, pgbench, psql } from './helpers/clients.ts';
 import { SYNC, buildParse } from '../src/protocol/extended.ts';
 import { getCluster } from './cluster-context.ts';
+import { createHash } from 'node:crypto';
 
 /** Backends of role app on the primary that serve database appdb through pgmux. */
 async function appBackends(): Promise<number> {
@@ -119,6 +120,30 @@ describe('transaction pooling', () => {
     expect(r.rows[0].big.length).toBe(halves * 2);
     expect((await c.query('SELECT md5($1) AS sum', [r.rows[0].big])).rows[0].sum).toBe(r.rows[0].sum);
     await c.end();
+  });
+
+  it('a result read slowly arrives intact, and the connection serves the next client after it', async () => {
+    const one = await startPgmux({ pool_mode: 'transaction', default_pool_size: 1 });
+    try {
+      const a = new pg.Client({ connectionString: one.url() });
+      const b = new pg.Client({ connectionString: one.url() });
+      await a.connect();
+      await b.connect();
+      const sql = "SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 150000) g";
+      const want = (await onPrimary<{ sum: string }>(`SELECT md5(string_agg(g || ':' || v, ',' ORDER BY g)) AS sum FROM (${sql}) s`))[0].sum;
+      const stream = (a as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
+      const result = a.query(sql);
+      setTimeout(() => stream.pause(), 20);
+      setTimeout(() => stream.resume(), 700);
+      const rows = (await result).rows as { g: number; v: string }[];
+      expect(createHash('md5').update(rows.map((r) => `${r.g}:${r.v}`).join(',')).digest('hex')).toBe(want);
+      // The one server connection went back to the pool for b.
+      expect((await b.query('SELECT 41 + 1 AS x')).rows[0].x).toBe(42);
+      await a.end();
+      await b.end();
+    } finally {
+      await one.stop();
+    }
   });
 
   it('a SET inside a rolled-back transaction does not stick; SET LOCAL never does', async () => {

@@ -25,7 +25,7 @@ export interface ServerOwner extends FrameVisitor {
    * onMessage/onServerChunk are not called): for owners that cut messages
    * out of the stream rather than forwarding chunks whole.
    */
-  onRawChunk?(chunk: Buffer, reader: FrameReader): void;
+  onRawChunk?(chunk: Buffer, reader: FrameReader, borrowed: boolean): void;
 }
 
 export interface QueryResult {
@@ -91,8 +91,7 @@ export class ServerConnection implements FrameVisitor {
     const owner = this.owner ?? this;
     if (owner.onRawChunk !== undefined) {
       try {
-        // The message-level loop keeps slices of what it reads: its own copy.
-        owner.onRawChunk(borrowed ? Buffer.from(chunk) : chunk, this.reader);
+        owner.onRawChunk(chunk, this.reader, borrowed);
       } catch {
         this.close();
       }

@@ -31,6 +31,9 @@ import { loadClassifier } from '../sql/classify.ts';
 import { ADMIN_DATABASES, AdminLink } from '../admin/session.ts';
 import type { Rights } from '../admin/console.ts';
 
+/** A write of nothing, queued after the others to learn when they are out. */
+const NOTHING = Buffer.alloc(0);
+
 const enum_ = {
   startup: 0,
   auth: 1,
@@ -455,6 +458,12 @@ export class ClientSession implements CancelTarget {
             this.socket.once('drain', () => server.socket.resume());
           }
         }
+      },
+      whenClientWritten: (done: () => void) => {
+        if (this.socket.writableLength === 0) return false;
+        // Queued behind every earlier write: its callback says they are out.
+        this.socket.write(NOTHING, () => done());
+        return true;
       },
       pauseClient: () => this.socket.pause(),
       resumeClient: () => {

@@ -89,7 +89,7 @@ export class MuxLink implements ServerOwner {
 
   /** Nothing is owed by or to the server: the connection may change hands. */
   private get quiet(): boolean {
-    return this.relay.queue.pendingFromServer === 0 && !this.unsynced && !this.copyIn;
+    return this.relay.queue.pendingFromServer === 0 && !this.unsynced && !this.copyIn && this.heldBy === null;
   }
 
   /** The backend a CancelRequest should reach now, if any. */
@@ -351,15 +351,33 @@ export class MuxLink implements ServerOwner {
   }
   onServerChunk(): void {}
 
-  onRawChunk(chunk: Buffer, reader: FrameReader): void {
-    this.toClient(this.relay.feed(reader, chunk));
+  onRawChunk(chunk: Buffer, reader: FrameReader, borrowed: boolean): void {
+    this.toClient(this.relay.feed(reader, chunk, borrowed), borrowed);
   }
 
   /** Everything for the client passes here, so a held read stays unseen. */
-  private toClient(out: Buffer[]): void {
-    const pass = this.retry.pass(out);
-    if (!this.closing && pass.length > 0) this.host.writeClient(pass);
+  private toClient(out: Buffer[], borrowed = false): void {
+    const pass = this.retry.pass(out, borrowed);
+    if (this.closing || pass.length === 0) return;
+    this.host.writeClient(pass);
+    if (borrowed && this.server !== null && this.host.whenClientWritten(this.borrowedWritten)) {
+      // Slices of the server's read buffer wait in the client's socket: no
+      // more reads into it, and the connection stays with this client (it
+      // is not quiet), until they are out.
+      this.heldBy = this.server;
+      this.server.socket.pause();
+    }
   }
+
+  /** The server connection whose read buffer a pending client write still uses. */
+  private heldBy: ServerConnection | null = null;
+  private readonly borrowedWritten = () => {
+    const conn = this.heldBy;
+    this.heldBy = null;
+    if (conn === null) return;
+    if (!conn.closed) conn.socket.resume();
+    this.afterReady();
+  };
 
   /** Sends a read again, to the primary, as if for the first time. */
   private sendAgain(w: { batch: Batch; registered: string[] }): void {

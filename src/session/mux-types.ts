@@ -36,6 +36,11 @@ export interface MuxHost {
   release(conn: ServerConnection, reset: boolean): void;
   discard(conn: ServerConnection): void;
   writeClient(chunks: Buffer[]): void;
+  /**
+   * Whether the client's socket still holds data not yet written; if so,
+   * `done` runs once everything written so far has gone out.
+   */
+  whenClientWritten(done: () => void): boolean;
   pauseClient(): void;
   resumeClient(): void;
   /** Ends the client with this error. */

@@ -67,7 +67,7 @@ export class ReadRetry {
   private dropNext = false;
 
   /** What of `out` the client gets now (nothing while held or dropped). */
-  pass(out: Buffer[]): Buffer[] {
+  pass(out: Buffer[], borrowed = false): Buffer[] {
     if (this.dropNext) {
       this.dropNext = false;
       return [];
@@ -80,7 +80,8 @@ export class ReadRetry {
     }
     const w = this.cur;
     if (w === null) return out;
-    if (w.state === 'holding') w.held.push(...out);
+    // Held past this read: copies when the read buffer is reused.
+    if (w.state === 'holding') w.held.push(...(borrowed ? out.map((b) => Buffer.from(b)) : out));
     return [];
   }
 

@@ -244,7 +244,7 @@ export class Relay {
   }
 
   /** Feeds one server chunk through `reader`; returns what to write to the client. */
-  feed(reader: FrameReader, chunk: Buffer): Buffer[] {
+  feed(reader: FrameReader, chunk: Buffer, borrowed = false): Buffer[] {
     this.chunk = chunk;
     this.cursor = 0;
     this.rangeStart = 0;
@@ -262,7 +262,8 @@ export class Relay {
         // Its fate is decided when it is whole: hold its bytes back.
         const from = Math.max(this.cursor, n - partial);
         this.flushRange(from);
-        this.held.push(chunk.subarray(from));
+        // Kept past this read: a copy when the read buffer is reused.
+        this.held.push(borrowed ? Buffer.from(chunk.subarray(from)) : chunk.subarray(from));
       } else {
         // A message that will be forwarded whatever comes: stream what is here.
         this.flushHeld();
