@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,4 +75,20 @@ export function trustSettings(): Partial<Record<keyof Config, unknown>> {
     auth_type: 'trust',
     users: Object.fromEntries(Object.entries(c.roles).map(([name, r]) => [name, { password: r.password }])),
   };
+}
+
+/**
+ * Runs a 40 MB query on `client` and stops reading its socket for 700 ms
+ * midway, so the writes to it back up. Returns the md5 of the rows it got
+ * and the md5 PostgreSQL computes of the same rows directly.
+ */
+export async function readResultSlowly(client: pg.Client): Promise<{ got: string; want: string }> {
+  const sql = 'SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 150000) g';
+  const want = (await onPrimary<{ sum: string }>(`SELECT md5(string_agg(g || ':' || v, ',' ORDER BY g)) AS sum FROM (${sql}) s`))[0].sum;
+  const stream = (client as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
+  const result = client.query(sql);
+  setTimeout(() => stream.pause(), 20);
+  setTimeout(() => stream.resume(), 700);
+  const rows = (await result).rows as { g: number; v: string }[];
+  return { got: createHash('md5').update(rows.map((r) => `${r.g}:${r.v}`).join(',')).digest('hex'), want };
 }
