@@ -25,14 +25,12 @@ import { sendCancel, type CancelTarget } from './cancel-registry.ts';
 import type { PoolMode, SessionContext } from './context.ts';
 import { DirectLink } from './direct-link.ts';
 import type { OwnReads } from './own-reads.ts';
+import { afterPendingWrites } from './write-hold.ts';
 import { MuxLink } from './mux-link.ts';
 import { loginParameters } from './login-params.ts';
 import { loadClassifier } from '../sql/classify.ts';
 import { ADMIN_DATABASES, AdminLink } from '../admin/session.ts';
 import type { Rights } from '../admin/console.ts';
-
-/** A write of nothing, queued after the others to learn when they are out. */
-const NOTHING = Buffer.alloc(0);
 
 const enum_ = {
   startup: 0,
@@ -459,12 +457,7 @@ export class ClientSession implements CancelTarget {
           }
         }
       },
-      whenClientWritten: (done: () => void) => {
-        if (this.socket.writableLength === 0) return false;
-        // Queued behind every earlier write: its callback says they are out.
-        this.socket.write(NOTHING, () => done());
-        return true;
-      },
+      whenClientWritten: (done: () => void) => afterPendingWrites(this.socket, done),
       pauseClient: () => this.socket.pause(),
       resumeClient: () => {
         if (this.phase === enum_.ready) this.socket.resume();

@@ -5,6 +5,7 @@ import { parseParameterStatus } from '../protocol/messages.ts';
 import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
 import type { Pool } from '../pool/pool.ts';
 import { sendCancel } from './cancel-registry.ts';
+import { afterPendingWrites } from './write-hold.ts';
 
 /** Frontend message types valid after startup. */
 const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
@@ -50,14 +51,6 @@ export class DirectLink implements ServerOwner {
   private drainTimer: NodeJS.Timeout | null = null;
   private readonly resumeClient = () => this.host.socket.resume();
   private readonly resumeServer = () => this.server?.socket.resume();
-  /** A write of a borrowed server chunk has not gone out yet; the server socket is paused for it. */
-  private heldByWrite = false;
-  private readonly borrowedWritten = () => {
-    if (!this.heldByWrite) return;
-    this.heldByWrite = false;
-    if (this.host.socket.writableNeedDrain) this.host.socket.once('drain', this.resumeServer);
-    else this.resumeServer();
-  };
 
   constructor(host: DirectHost, server: ServerConnection) {
     this.host = host;
@@ -122,26 +115,15 @@ export class DirectLink implements ServerOwner {
     }
     if (pre !== null) out.write(pre);
     const keep = reader.partialHeaderLength;
-    const ok = out.write(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep), borrowed ? this.clientChunkWritten : undefined);
-    if (borrowed && out.writableLength > 0) {
-      // The write holds on to the client's read buffer until it is out.
-      this.clientHeldByWrite = true;
-      this.host.socket.pause();
-    } else if (!ok) {
+    const ok = out.write(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep));
+    // A write still pointing into the client's read buffer: no reads into
+    // it until the write is out (which also covers backpressure).
+    if (borrowed && afterPendingWrites(out, this.resumeClient)) this.host.socket.pause();
+    else if (!ok) {
       this.host.socket.pause();
       out.once('drain', this.resumeClient);
     }
   }
-
-  /** A write of a borrowed client chunk has not gone out yet; the client socket is paused for it. */
-  private clientHeldByWrite = false;
-  private readonly clientChunkWritten = () => {
-    if (!this.clientHeldByWrite) return;
-    this.clientHeldByWrite = false;
-    const out = this.server?.socket;
-    if (out !== undefined && out.writableNeedDrain) out.once('drain', this.resumeClient);
-    else this.resumeClient();
-  };
 
   /** Server side of the loop: count ReadyForQuery, watch COPY, track ParameterStatus. */
   onMessage(type: number, body: Buffer | null): boolean {
@@ -169,13 +151,10 @@ export class DirectLink implements ServerOwner {
   onServerChunk(chunk: Buffer, _consumed: number, borrowed: boolean): void {
     if (!this.closing) {
       const client = this.host.socket;
-      const ok = client.write(chunk, borrowed ? this.borrowedWritten : undefined);
-      if (borrowed && client.writableLength > 0) {
-        // The write holds on to the server's read buffer until it is out:
-        // no more reads into it until then.
-        this.heldByWrite = true;
-        this.server!.socket.pause();
-      } else if (!ok) {
+      const ok = client.write(chunk);
+      // Likewise for the server's read buffer.
+      if (borrowed && afterPendingWrites(client, this.resumeServer)) this.server!.socket.pause();
+      else if (!ok) {
         this.server!.socket.pause();
         client.once('drain', this.resumeServer);
       }
