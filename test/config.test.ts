@@ -289,7 +289,7 @@ password = 5
         'endpoints.empty.nodes: expected at least 1 entry, got none',
         'endpoints.wrong.nodes[0]: "mysql://h:3306": expected a postgresql:// URL, got scheme "mysql"',
         'endpoints.wrong.nodes[1]: "postgresql://h1,h2/db": expected one host per node URL; list each host as its own node',
-        'users.bob.password: expected a string, got 5',
+        'users.bob.password: expected a string, got a number',
       ]),
     );
     expect(lines).toHaveLength(7);
@@ -311,7 +311,7 @@ password = 5
     expect(await configError(['--listen'])).toMatch(/argument missing/);
     expect(await configError(['stray'])).toMatch(/config file ".*stray" does not exist/);
     expect(await configError(['one.toml', 'two.toml'])).toMatch(/too many arguments/);
-    expect(await configError(['--user-password', 'nopassword'])).toBe('--user-password "nopassword": expected name=password');
+    expect(await configError(['--user-password', 'nopassword'])).toBe('--user-password: expected name=password, got a value without "="');
     expect(await configError(['--endpoint', 'a=h:1', '--endpoint', 'a=h:2'])).toBe('--endpoint: endpoint "a" is given twice');
     expect(await configError([], { PGMUX_ENDPOINTS: 'main=http://h' })).toBe(
       'PGMUX_ENDPOINTS "main=http://h": expected a postgresql:// URL, got scheme "http"',
@@ -451,5 +451,64 @@ describe('docs/configuration.md', () => {
   it('documents every setting', async () => {
     const docs = await readFile(new URL('../docs/configuration.md', import.meta.url), 'utf8');
     for (const key of Object.keys(ConfigSchema.shape)) expect(docs).toMatch(new RegExp(`^\\| \`${key}\``, 'm'));
+  });
+});
+
+describe('secrets in errors', () => {
+  /** Every problem line, checked to hold none of `secrets`. */
+  async function problemsWithout(secrets: string[], argv: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+    const message = await configError(argv, env);
+    for (const s of secrets) expect(message).not.toContain(s);
+    return message;
+  }
+
+  it('a password of the wrong type is described by its type only', async () => {
+    const file = await tomlFile('[users.alice]\npassword = 98765432\n[users.bob]\npassword = ["pw-in-a-list"]');
+    const message = await problemsWithout(['98765432', 'pw-in-a-list'], ['--config', file]);
+    expect(message).toContain('users.alice.password: expected a string, got a number');
+    expect(message).toContain('users.bob.password: expected a string, got a list');
+  });
+
+  it('a malformed --user-password is not repeated', async () => {
+    expect(await problemsWithout(['alice-pw-123'], ['--user-password', 'alice:alice-pw-123'])).toBe(
+      '--user-password: expected name=password, got a value without "="',
+    );
+    expect(await problemsWithout(['only-a-pw'], ['--user-password', '=only-a-pw'])).toContain('no name before "="');
+    // A misspelt flag given as --flag=value is named without its value.
+    expect(await problemsWithout(['bob=hunter2'], ['--user-pasword=bob=hunter2'])).toMatch(/unknown option '--user-pasword=\[redacted\]'/);
+  });
+
+  it('a password inside a node URL is left out, wherever the URL came from', async () => {
+    const file = await tomlFile('[endpoints.main]\nnodes = ["postgresql://app:url-pw-1@h1,h2/db", "mysql://app:url-pw-2@h:3306"]');
+    const lines = (await problemsWithout(['url-pw-1', 'url-pw-2'], ['--config', file])).split('\n');
+    expect(lines[0]).toContain('"postgresql://app:[redacted]@h1,h2/db": expected one host per node URL');
+    await problemsWithout(['url-pw-3'], ['--endpoint', 'main=postgresql://app:url-pw-3@h1,,h2']);
+    await problemsWithout(['url-pw-4'], ['--endpoint', 'main=app:url-pw-4@h:99999']);
+    await problemsWithout(['url-pw-5'], [], { PGMUX_ENDPOINTS: 'main=http://app:url-pw-5@h' });
+    await problemsWithout(['url-pw-6'], ['--endpoint', 'main=postgresql://h1:1,h2:x/db?sslmode=disable&password=url-pw-6']);
+    // An "@" the password should have percent-encoded does not let its tail through.
+    await problemsWithout(['p@ss'], ['--endpoint', 'main=postgresql://app:p@ss@h1:70000']);
+  });
+
+  it('a TOML syntax error does not quote the password on the broken line', async () => {
+    const file = await tomlFile('[users.alice]\npassword = "toml-pw-1\n');
+    const message = await problemsWithout(['toml-pw-1'], ['--config', file]);
+    expect(message).toContain('password = [redacted]');
+  });
+
+  it('a stray line in a pgbouncer.ini is not quoted back', async () => {
+    const file = path.join(dir, 'stray.ini');
+    await writeFile(file, 'ini-pw-1\n[pgbouncer]\n');
+    expect(await problemsWithout(['ini-pw-1'], [file])).toBe(`${file}:1: expected "key = value" inside a [section]`);
+  });
+
+  it('ConfigError redacts whatever secret a message quotes', () => {
+    const e = new ConfigError([
+      'x "postgresql://u:a1@h/db?password=a2&sslpassword=a3"',
+      "conn host=h password='a 4' user=u",
+      'secret SCRAM-SHA-256$4096:c2FsdA==$a5:a6 and md5' + '0123456789abcdef0123456789abcdef',
+    ]);
+    for (const s of ['a1', 'a2', 'a3', 'a 4', 'a5', 'a6', '0123456789abcdef']) expect(e.message).not.toContain(s);
+    expect(e.problems[1]).toBe('conn host=h password=[redacted] user=u');
   });
 });

@@ -5,6 +5,7 @@
  */
 import type { z } from 'zod';
 import { isIntegerAt, keysAt } from './introspect.ts';
+import { isSecretPath } from './redact.ts';
 
 type Issue = z.core.$ZodIssue;
 
@@ -23,8 +24,9 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
-/** A given value as the message shows it. */
-export function describeValue(value: unknown): string {
+/** A given value as the message shows it; a secret only by its type. */
+export function describeValue(value: unknown, secret = false): string {
+  if (secret && (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint')) return `a ${typeof value}`;
   if (typeof value === 'string') return JSON.stringify(value);
   if (value === undefined) return 'nothing';
   if (value === null || typeof value !== 'object') return String(value);
@@ -70,8 +72,8 @@ export function closestKey(key: string, known: readonly string[]): string | unde
   return bestDistance <= Math.max(1, Math.floor(key.length / 3)) ? best : undefined;
 }
 
-function got(issue: { input?: unknown }): string {
-  return `, got ${describeValue(issue.input)}`;
+function got(issue: { input?: unknown; path: readonly PropertyKey[] }): string {
+  return `, got ${describeValue(issue.input, isSecretPath(issue.path))}`;
 }
 
 function unknownKey(key: string, table: readonly PropertyKey[]): string {

@@ -17,6 +17,7 @@ import { parseEndpointSpecs } from './endpoint-spec.ts';
 import { ConfigError } from './errors.ts';
 import { describeSetting, scalarSettings, type ScalarSetting } from './introspect.ts';
 import { formatIssues } from './issues.ts';
+import { REDACTED } from './redact.ts';
 import { ConfigSchema, type Config } from './schema.ts';
 import { VERSION } from '../version.ts';
 
@@ -228,7 +229,8 @@ function flagLayer(program: Program): Layer {
     } else if (f.key === 'users') {
       for (const pair of value as string[]) {
         const eq = pair.indexOf('=');
-        if (eq <= 0) throw new ConfigError(`--user-password "${pair}": expected name=password`);
+        // The value is not repeated: whatever it holds is most likely a password.
+        if (eq <= 0) throw new ConfigError(`--user-password: expected name=password, got a value ${eq < 0 ? 'without "="' : 'with no name before "="'}`);
         passwords.set(pair.slice(0, eq), pair.slice(eq + 1));
       }
     } else {
@@ -305,6 +307,18 @@ function validate(input: Record<string, unknown>, sources: Map<string, string>):
 }
 
 /**
+ * Commander's message on one line. An unknown `--flag=value` is quoted
+ * whole by commander; the value may be a password meant for a misspelt
+ * --user-password, so only the flag is kept.
+ */
+function commanderProblem(message: string): string {
+  return message
+    .replace(/^error: /, '')
+    .replaceAll('\n', ' ')
+    .replace(/'(--?[^'=\s]+)=[^']*'/g, `'$1=${REDACTED}'`);
+}
+
+/**
  * Reads the configuration from command-line arguments (without the node
  * and script names), the environment and the file they name. Throws
  * ConfigError for anything wrong, every problem on its own line.
@@ -314,7 +328,7 @@ export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promis
   try {
     program.command.parse(argv, { from: 'user' });
   } catch (err) {
-    if (err instanceof CommanderError) throw new ConfigError(err.message.replace(/^error: /, '').replaceAll('\n', ' '));
+    if (err instanceof CommanderError) throw new ConfigError(commanderProblem(err.message));
     throw err;
   }
   const opts = program.command.opts<{ embedded?: boolean; help?: boolean; version?: boolean; config?: string }>();

@@ -27,7 +27,8 @@ export function parseIni(text: string, file: string): Sections {
       return;
     }
     const eq = line.indexOf('=');
-    if (eq < 0 || current === null) throw new ConfigError(`${file}:${i + 1}: expected "key = value" inside a [section], got "${line}"`);
+    // The line is not quoted back: a stray line may well be a password.
+    if (eq < 0 || current === null) throw new ConfigError(`${file}:${i + 1}: expected "key = value" inside a [section]`);
     sections.get(current)!.push([line.slice(0, eq).trim(), line.slice(eq + 1).trim(), i + 1]);
   });
   return sections;

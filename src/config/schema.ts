@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { ENDPOINT_NAME, nodeUrlProblem } from './endpoint-spec.ts';
+import { redactSecrets } from './redact.ts';
 
 export const POOL_MODES = ['session', 'transaction', 'statement', 'none'] as const;
 export const AUTH_TYPES = ['scram-sha-256', 'md5', 'password', 'trust'] as const;
@@ -49,7 +50,7 @@ const listen = z.string().refine(
 
 const nodeUrl = z.string().superRefine((url, ctx) => {
   const problem = nodeUrlProblem(url);
-  if (problem !== null) ctx.addIssue({ code: 'custom', input: url, message: `${JSON.stringify(url)}: ${problem}` });
+  if (problem !== null) ctx.addIssue({ code: 'custom', input: url, message: `${JSON.stringify(redactSecrets(url))}: ${problem}` });
 });
 
 const endpointName = z.string().regex(ENDPOINT_NAME, {
