@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
+import { loadUserlist } from './auth/userlist.ts';
 import { ConfigError, loadConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { PgmuxServer } from './server.ts';
@@ -49,15 +50,21 @@ async function startEmbedded(
   }
 }
 
+/** Exit status for a configuration mistake, after saying what it is. */
+function invalidConfiguration(err: ConfigError): number {
+  console.error(`pgmux: invalid configuration\n${err.message}`);
+  return 2;
+}
+
 async function main(): Promise<number> {
   let loaded;
   try {
     loaded = await loadConfig(process.argv.slice(2), process.env);
+    // Files the configuration names are read before anything is started,
+    // so a missing or bad one is reported like any other mistake.
+    if (loaded.help === undefined && loaded.config.auth_file !== undefined) await loadUserlist(loaded.config.auth_file);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`pgmux: invalid configuration\n${err.message}`);
-      return 2;
-    }
+    if (err instanceof ConfigError) return invalidConfiguration(err);
     throw err;
   }
   if (loaded.help !== undefined) {
@@ -85,8 +92,9 @@ async function main(): Promise<number> {
   try {
     addr = await server.start();
   } catch (err) {
-    console.error(`pgmux: ${(err as Error).message}`);
     await stopEmbedded?.();
+    if (err instanceof ConfigError) return invalidConfiguration(err);
+    console.error(`pgmux: ${(err as Error).message}`);
     return 1;
   }
   if (greeting !== null) {

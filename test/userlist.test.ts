@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { parseUserlist } from '../src/auth/userlist.ts';
+import { loadUserlist, parseUserlist } from '../src/auth/userlist.ts';
+import { ConfigError } from '../src/config/errors.ts';
 import { credentialFromSecret } from '../src/auth/credential.ts';
 import { md5Response, md5ResponseFromPassword, md5Secret } from '../src/protocol/md5.ts';
 import { formatScramVerifier, scramVerifierFromPassword } from '../src/protocol/scram.ts';
 
 describe('parseUserlist (PgBouncer auth_file)', () => {
   it('reads "user" "password" lines, skipping comments and blank lines', () => {
+    const verifier = formatScramVerifier(scramVerifierFromPassword('pencil'));
     const text = [
       '; PgBouncer comment',
       '# another comment',
@@ -14,13 +16,13 @@ describe('parseUserlist (PgBouncer auth_file)', () => {
       '   ',
       '"app" "secret"',
       '\t"admin"\t"md545f2603610af569b6155c45067268c6b"  ',
-      '"scram" "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB"',
+      `"scram" "${verifier}"`,
     ].join('\n');
     expect(parseUserlist(text)).toEqual(
       new Map([
         ['app', 'secret'],
         ['admin', 'md545f2603610af569b6155c45067268c6b'],
-        ['scram', 'SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB'],
+        ['scram', verifier],
       ]),
     );
   });
@@ -71,8 +73,45 @@ describe('parseUserlist (PgBouncer auth_file)', () => {
     ['fields run together', '"app""secret"'],
     ['empty user name', '"" "secret"'],
     ['text before the first field', 'x "app" "secret"'],
-  ])('refuses %s, naming the line', (_why, line) => {
-    expect(() => parseUserlist(`"ok" "fine"\n\n${line}\n"also" "fine"`)).toThrow(/line 3\b/);
+  ])('refuses %s, naming the file and line', (_why, line) => {
+    expect(() => parseUserlist(`"ok" "fine"\n\n${line}\n"also" "fine"`, '/etc/pgmux/userlist.txt')).toThrow(/^\/etc\/pgmux\/userlist\.txt:3: /);
+  });
+
+  it('reports every bad line at once, one problem each, never quoting a secret', () => {
+    const text = ['"ok" "fine"', '"app" hunter2', 'root "x"', '"bob" "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB"', '"eve" "open-ended'].join('\n');
+    const err = (() => {
+      try {
+        parseUserlist(text, 'userlist.txt');
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems).toEqual([
+      'userlist.txt:2: user "app": expected a double-quoted password, found unquoted text',
+      'userlist.txt:3: expected a double-quoted user name, found unquoted text',
+      'userlist.txt:4: user "bob": malformed SCRAM verifier; expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> as pg_authid.rolpassword holds it',
+      'userlist.txt:5: user "eve": unterminated quoted password',
+    ]);
+    for (const secret of ['hunter2', "'h'", 'c2FsdA', 'AAAA', 'open-ended']) expect((err as Error).message).not.toContain(secret);
+  });
+
+  it('refuses a SCRAM verifier that does not parse, whatever part is wrong', () => {
+    const good = formatScramVerifier(scramVerifierFromPassword('pencil'));
+    const [head, keys] = good.split('$').slice(1);
+    for (const bad of [
+      `SCRAM-SHA-256$${head}`, // keys cut off
+      `SCRAM-SHA-256$${head}$${keys.slice(0, -4)}`, // ServerKey truncated
+      `SCRAM-SHA-256$x:${head.split(':')[1]}$${keys}`, // iterations not a number
+      'SCRAM-SHA-256$',
+    ]) {
+      expect(() => parseUserlist(`"u" "${bad}"`)).toThrow(/^auth_file:1: user "u": malformed SCRAM verifier/);
+    }
+  });
+
+  it('a missing file is a ConfigError naming it', async () => {
+    await expect(loadUserlist('/nonexistent/userlist.txt')).rejects.toThrow(ConfigError);
+    await expect(loadUserlist('/nonexistent/userlist.txt')).rejects.toThrow('auth_file "/nonexistent/userlist.txt" does not exist');
   });
 
   it('round-trips any user and password written in the documented format', () => {
@@ -86,14 +125,14 @@ describe('parseUserlist (PgBouncer auth_file)', () => {
     );
   });
 
-  it('only ever throws an Error naming a line', () => {
+  it('only ever throws a ConfigError whose every problem names a line', () => {
     fc.assert(
       fc.property(fc.string(), (text) => {
         try {
           parseUserlist(text);
         } catch (err) {
-          expect(err).toBeInstanceOf(Error);
-          expect((err as Error).message).toMatch(/^auth file line \d+: /);
+          expect(err).toBeInstanceOf(ConfigError);
+          for (const p of (err as ConfigError).problems) expect(p).toMatch(/^auth_file:\d+: /);
         }
       }),
     );

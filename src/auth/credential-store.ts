@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import type pg from 'pg';
 import { loadPg } from '../lazy.ts';
 import { credentialFromSecret, type Credential } from './credential.ts';
-import { parseUserlist } from './userlist.ts';
+import { loadUserlist } from './userlist.ts';
 import type { ServerSecret } from './server-login.ts';
 import type { NodeAddress } from '../routing/endpoint.ts';
 
@@ -42,16 +41,19 @@ export class CredentialStore {
 
   /** New settings (reload): reads the new auth_file first, forgets cached secrets. */
   async reconfigure(opts: CredentialStoreOptions): Promise<void> {
-    const entries = opts.authFile === undefined ? new Map<string, string>() : parseUserlist(await readFile(opts.authFile, 'utf8'));
+    const entries = opts.authFile === undefined ? new Map<string, string>() : await loadUserlist(opts.authFile);
     this.opts = opts;
     this.fileEntries = entries;
     this.cache.clear();
   }
 
-  /** Reads the auth_file (again). Throws with the file's problem. */
+  /**
+   * Reads the auth_file (again). A missing file or bad lines throw a
+   * ConfigError naming the file and every bad line.
+   */
   async load(): Promise<void> {
     if (this.opts.authFile === undefined) return;
-    this.fileEntries = parseUserlist(await readFile(this.opts.authFile, 'utf8'));
+    this.fileEntries = await loadUserlist(this.opts.authFile);
   }
 
   /** The stored secret of `user`, or null when the user is unknown. */

@@ -30,8 +30,9 @@ const KEY_VALUE = new RegExp(
 // may be about. `:` followed by `//` is a scheme, not a password.
 const USERINFO = /(^|[\s"'=,/(])([^\s"'=,:@/()]*):(?!\/\/)[^\s"']*@/g;
 
-// Secrets as PostgreSQL stores them, pasted into the wrong place.
-const SCRAM_SECRET = /SCRAM-SHA-256\$[^\s"']*/g;
+// Secrets as PostgreSQL stores them, pasted into the wrong place; the
+// form written out with placeholders (`SCRAM-SHA-256$<iterations>:…`) stays.
+const SCRAM_SECRET = /SCRAM-SHA-256\$(?!<)[^\s"']+/g;
 const MD5_SECRET = /\bmd5[0-9a-f]{32}\b/g;
 
 /** `text` with every secret it visibly holds replaced by [redacted]. */

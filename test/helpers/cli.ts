@@ -1,0 +1,68 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+
+/** The pgmux command line as the tests run it: the sources, with the flags bin/pgmux.js gives node. */
+export const CLI = ['--liftoff-only', '--max-semi-space-size=4', 'src/cli.ts'];
+
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs pgmux to its end; for the runs that are expected to stop on their own. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+/**
+ * A pgmux left running: its output so far, and a wait for a line of it.
+ * `detached` makes it a process group leader, so a test can signal the
+ * group as a terminal's Ctrl-C does.
+ */
+export class CliProcess {
+  readonly child: ChildProcess;
+  output = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}, opts: { detached?: boolean } = {}) {
+    this.child = spawn(process.execPath, [...CLI, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: opts.detached ?? false,
+    });
+    this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Resolves once the output contains `text`; rejects if pgmux exits first or after timeoutMs. */
+  async waitFor(text: string | RegExp, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const seen = () => (typeof text === 'string' ? this.output.includes(text) : text.test(this.output));
+    while (!seen()) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`pgmux exited before printing ${String(text)}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`pgmux did not print ${String(text)} in ${timeoutMs} ms:\n${this.output}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** Signals pgmux alone, or its whole process group (as Ctrl-C in a terminal does) when started detached. */
+  signal(sig: NodeJS.Signals, group = false): void {
+    if (group) process.kill(-this.child.pid!, sig);
+    else this.child.kill(sig);
+  }
+
+  /** Last resort for a test that failed half way. */
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+}
