@@ -1,9 +1,16 @@
 import type net from 'node:net';
 import { FrameReader } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
-import { backendKeyData, errorResponse, parameterStatus, readyForQuery } from '../protocol/messages.ts';
+import { backendKeyData, parameterStatus, readyForQuery } from '../protocol/messages.ts';
 import { readQuery } from '../protocol/extended.ts';
 import { runAdminQuery, type AdminBackend, type Rights } from './console.ts';
+
+/** How an admin console client ends: the session closes its connection. */
+export interface AdminEnd {
+  terminated(): void;
+  /** Sends the error as FATAL and closes. */
+  fatal(err: PgError): void;
+}
 
 /** Names of the virtual database the admin console answers on. */
 export const ADMIN_DATABASES = new Set(['pgmux', 'pgbouncer']);
@@ -19,14 +26,14 @@ export class AdminLink {
   private readonly rights: Rights;
   private readonly reader = new FrameReader('Q', 1 << 20);
   private chain: Promise<void> = Promise.resolve();
-  private readonly onEnd: (reason: string) => void;
+  private readonly end: AdminEnd;
   readonly server = null;
 
-  constructor(socket: net.Socket, backend: AdminBackend, rights: Rights, key: { processId: number; secretKey: number }, onEnd: (reason: string) => void) {
+  constructor(socket: net.Socket, backend: AdminBackend, rights: Rights, key: { processId: number; secretKey: number }, end: AdminEnd) {
     this.socket = socket;
     this.backend = backend;
     this.rights = rights;
-    this.onEnd = onEnd;
+    this.end = end;
     const params: [string, string][] = [
       ['server_version', '15.0 (pgmux)'],
       ['server_encoding', 'UTF8'],
@@ -56,13 +63,10 @@ export class AdminLink {
           return true;
         }
         if (type === 0x58 /* Terminate */) {
-          this.socket.end();
-          this.onEnd('client sent Terminate');
+          this.end.terminated();
           return false;
         }
-        const err = new PgError(SqlState.FEATURE_NOT_SUPPORTED, 'the admin console supports only the simple query protocol', { severity: 'FATAL' });
-        this.socket.end(errorResponse(err.fields()));
-        this.onEnd(err.message);
+        this.end.fatal(new PgError(SqlState.FEATURE_NOT_SUPPORTED, 'the admin console supports only the simple query protocol'));
         return false;
       },
     });

@@ -43,6 +43,9 @@ type Phase = (typeof enum_)[keyof typeof enum_];
 
 let nextId = 1;
 
+/** How long the last message to a client may take to leave before its connection is cut. */
+const HANG_UP_GRACE_MS = 5000;
+
 /**
  * One client from accept to close: startup, authentication, login to a
  * server (or to the pool's knowledge of one), then a forwarding loop: the
@@ -194,9 +197,10 @@ export class ClientSession implements CancelTarget {
           packet = this.startupReader.next();
           continue;
         case 'cancel':
+          // PostgreSQL answers a CancelRequest with nothing and closes.
           this.ctx.cancels.cancel(req.processId, req.secretKey);
-          this.phase = enum_.closed;
-          this.socket.end();
+          this.hangUp(null);
+          this.onClientGone('cancel request');
           return;
         case 'startup': {
           if (this.ctx.clientTls().required && !(this.socket instanceof tls.TLSSocket)) {
@@ -332,7 +336,10 @@ export class ClientSession implements CancelTarget {
 
     if (this.adminRights !== null) {
       this.cancelKey = this.ctx.cancels.register(this);
-      this.link = new AdminLink(this.socket, this.ctx.admin().backend, this.adminRights, this.cancelKey, (reason) => this.onClientGone(reason));
+      this.link = new AdminLink(this.socket, this.ctx.admin().backend, this.adminRights, this.cancelKey, {
+        terminated: () => this.onTerminate(),
+        fatal: (err) => this.fatal(err),
+      });
       this.phase = enum_.ready;
       this.log.info({ user: this.user, database: this.database, rights: this.adminRights }, 'admin console login');
       for (const c of this.early.splice(0)) this.link.onClientData(c);
@@ -364,10 +371,7 @@ export class ClientSession implements CancelTarget {
           maxPacketSize: settings.maxPacketSize,
           queryTimeoutMs: settings.queryTimeoutMs,
           pool: this.mode === 'none' ? null : (server.pool ?? this.ctx.pools.get(key)),
-          terminated: () => {
-            this.onClientGone('client sent Terminate');
-            this.socket.end();
-          },
+          terminated: () => this.onTerminate(),
           fatal: (err) => this.fatal(err),
           stats: this.ctx.stats,
         },
@@ -463,10 +467,7 @@ export class ClientSession implements CancelTarget {
         if (this.phase === enum_.ready) this.socket.resume();
       },
       fatal: (err: unknown) => this.fatal(err),
-      terminated: () => {
-        this.onClientGone('client sent Terminate');
-        this.socket.end();
-      },
+      terminated: () => this.onTerminate(),
       stats: this.ctx.stats,
       notice: (text: string) => (settings.noticePerNodeStatement ? noticeResponse(text) : null),
     };
@@ -484,8 +485,31 @@ export class ClientSession implements CancelTarget {
     if (!(err instanceof PgError)) this.log.error({ err }, 'unexpected error');
     const fields = pgErr.fields();
     if (fields.severity === 'ERROR') fields.severity = 'FATAL';
-    if (!this.socket.destroyed) this.socket.end(errorResponse(fields));
+    this.hangUp(errorResponse(fields));
     this.onClientGone(pgErr.message);
+  }
+
+  /** The client sent Terminate: it is done, and so is its connection. */
+  private onTerminate(): void {
+    this.hangUp(null);
+    this.onClientGone('client sent Terminate');
+  }
+
+  /**
+   * Ends the client's connection as a backend that exits would: the last
+   * message (if any) goes out, then the descriptor is closed, whether or
+   * not the client closes its side (it may never; its socket may be paused).
+   */
+  private hangUp(last: Buffer | null): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    const destroy = () => socket.destroy();
+    // A client that does not read cannot keep the descriptor either.
+    const timer = setTimeout(destroy, HANG_UP_GRACE_MS).unref();
+    socket.once('close', () => clearTimeout(timer));
+    socket.once('finish', destroy);
+    if (last === null) socket.end();
+    else socket.end(last);
   }
 
   private onClientGone(reason: string): void {
