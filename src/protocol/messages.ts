@@ -218,6 +218,33 @@ export function parseStartupPacket(packet: Buffer): StartupRequest {
   return { kind: 'startup', minor: code & 0xffff, params, protocolOptions };
 }
 
+/**
+ * The protocol version a startup packet asks for, when it is one pgmux does
+ * not speak (any major version but 3); null for 3.x and for the request
+ * codes (SSL, GSS encryption, cancel), which are not versions.
+ */
+export function unsupportedProtocol(packet: Buffer): { major: number; minor: number } | null {
+  const code = packet.readInt32BE(4);
+  if (code === SSL_REQUEST_CODE || code === GSSENC_REQUEST_CODE || code === CANCEL_REQUEST_CODE) return null;
+  const major = code >>> 16;
+  return major === 3 ? null : { major, minor: code & 0xffff };
+}
+
+/**
+ * An error as protocol 2.0 sends it: 'E', then the text, newline-ended, as
+ * one string. PostgreSQL answers a client asking for 2.0 (or older) so.
+ */
+export function protocol2Error(severity: Severity, message: string): Buffer {
+  return Buffer.from(`E${severity}:  ${message}\n\0`, 'utf8');
+}
+
+/**
+ * The first word of a Terminate message ('X', then the high bytes of its
+ * length, 4) read as a startup packet's length: what a client that gives up
+ * before its startup packet sends.
+ */
+export const TERMINATE_AS_STARTUP_LENGTH = TERMINATE.readInt32BE(0);
+
 /** Fields of an ErrorResponse or NoticeResponse body, keyed by field type character. */
 export function parseErrorFields(body: Buffer): Map<string, string> {
   const fields = new Map<string, string>();

@@ -12,7 +12,11 @@ import {
   noticeResponse,
   parameterStatus,
   parseStartupPacket,
+  protocol2Error,
+  PROTOCOL_3_0,
   readyForQuery,
+  TERMINATE_AS_STARTUP_LENGTH,
+  unsupportedProtocol,
 } from '../protocol/messages.ts';
 import { ClientAuthExchange } from '../auth/client-auth.ts';
 import type { ServerConnection } from '../pool/server-connection.ts';
@@ -165,7 +169,7 @@ export class ClientSession implements CancelTarget {
           link!.onClientData(chunk);
           return;
         case enum_.startup:
-          this.onStartupData(this.startupReader.push(chunk));
+          this.onStartupData(this.nextStartupPacket(chunk));
           return;
         case enum_.auth:
           this.feedAuth(chunk);
@@ -183,18 +187,43 @@ export class ClientSession implements CancelTarget {
 
   // ---------------------------------------------------------------- startup
 
+  /** The next whole startup packet, with `chunk` added to what was read before. */
+  private nextStartupPacket(chunk: Buffer | null): Buffer | null {
+    try {
+      return chunk === null ? this.startupReader.next() : this.startupReader.push(chunk);
+    } catch (err) {
+      // A Terminate where a startup packet should be: a client that gave up
+      // at once (node-postgres ending a connection it has just opened).
+      // PostgreSQL reads it as an impossible length and closes without a
+      // word; so does pgmux, since any answer would reach a client that has
+      // stopped listening.
+      const rest = this.startupReader.takeRest();
+      if (rest.length >= 4 && rest.readInt32BE(0) === TERMINATE_AS_STARTUP_LENGTH) {
+        this.hangUp(null);
+        this.onClientGone('client sent Terminate before its startup packet');
+        return null;
+      }
+      throw err;
+    }
+  }
+
   private onStartupData(packet: Buffer | null): void {
     while (packet !== null && this.phase === enum_.startup) {
+      const unsupported = unsupportedProtocol(packet);
+      if (unsupported !== null) {
+        this.refuseProtocol(unsupported.major, unsupported.minor);
+        return;
+      }
       const req = parseStartupPacket(packet);
       switch (req.kind) {
         case 'ssl':
           if (this.startTls()) return;
-          packet = this.startupReader.next();
+          packet = this.nextStartupPacket(null);
           continue;
         case 'gssenc':
           // No GSS encryption: 'N' and the client goes on (it may ask for TLS next).
           this.socket.write('N');
-          packet = this.startupReader.next();
+          packet = this.nextStartupPacket(null);
           continue;
         case 'cancel':
           // PostgreSQL answers a CancelRequest with nothing and closes.
@@ -211,7 +240,9 @@ export class ClientSession implements CancelTarget {
           const rest = this.startupReader.takeRest();
           if (rest.length > 0) this.early.push(rest);
           if (req.minor > 0 || req.protocolOptions.length > 0) {
-            this.socket.write(negotiateProtocolVersion(0, req.protocolOptions));
+            // The newest version pgmux speaks (3.0, as PostgreSQL 15 does),
+            // and the protocol options it does not know (all of them).
+            this.socket.write(negotiateProtocolVersion(PROTOCOL_3_0, req.protocolOptions));
           }
           this.phase = enum_.auth;
           this.socket.pause();
@@ -220,6 +251,18 @@ export class ClientSession implements CancelTarget {
         }
       }
     }
+  }
+
+  /**
+   * A protocol version other than 3.x, refused in PostgreSQL's words: as an
+   * old-style error to a client that asked for 2.0 or older (the only kind
+   * it reads), else as FATAL 0A000.
+   */
+  private refuseProtocol(major: number, minor: number): void {
+    const message = `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`;
+    if (major >= 3) throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, message);
+    this.hangUp(protocol2Error('FATAL', message));
+    this.onClientGone(message);
   }
 
   private async startAuth(params: Map<string, string>): Promise<void> {
