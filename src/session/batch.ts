@@ -17,7 +17,7 @@ export interface Batch {
 }
 
 /** What a batch's statements do, all of them together (see sql/classify.ts for each field). */
-export interface BatchInfo extends Pick<Classification, 'readOnly' | 'functions' | 'transaction' | 'sets' | 'resetAll' | 'sessionState' | 'clears'> {
+export interface BatchInfo extends Pick<Classification, 'readOnly' | 'functions' | 'transaction' | 'sets' | 'resetAll' | 'sessionState' | 'clears' | 'deallocates'> {
   /** The batch holds SQL (Query, Parse or a Bind of a known statement). */
   hasSql: boolean;
   /** For per-node statement traces: "Parse: select 1" and the like. */
@@ -36,6 +36,7 @@ const EMPTY: BatchInfo = Object.freeze({
   resetAll: false,
   sessionState: null,
   clears: [],
+  deallocates: [],
   hasSql: false,
   firstSql: null,
 }) as BatchInfo;
@@ -105,17 +106,39 @@ const PLAIN_READ: Classification = Object.freeze({ ...NOTHING, writeReason: null
  * `routing`: whether the read-only verdict is needed (reads go to replicas).
  */
 export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStatement>, routing = true): BatchInfo {
+  const info = inspectStatements(batch, statements, routing);
+  if (!routing || !info.readOnly) return info;
+  // What pgmux cannot see as a whole read goes to the primary: a
+  // FunctionCall (libpq's large objects; it may write), and a run not yet
+  // ended by Sync (a Flush, or a batch cut for its size), whose later
+  // statements could write on the node this part chose.
+  const last = batch.msgs[batch.msgs.length - 1].type;
+  const whole = last === 0x53 || last === 0x51;
+  const call = batch.msgs.some((m) => m.type === 0x46);
+  if (whole && !call) return info;
+  return { ...info, readOnly: false, hasSql: info.hasSql || call };
+}
+
+function readSql(type: number, msg: Buffer, statements: ReadonlyMap<string, ClientStatement>): string | null {
+  try {
+    if (type === 0x51 /* Query */) return readQuery(msg);
+    if (type === 0x50 /* Parse */) return readParse(msg).sql;
+    if (type === 0x42 /* Bind */) {
+      const name = readBind(msg).statement;
+      if (name !== '') return statements.get(name)?.sql ?? null;
+    }
+  } catch {
+    // A malformed message: the server refuses it, in its own words.
+  }
+  return null;
+}
+
+function inspectStatements(batch: Batch, statements: ReadonlyMap<string, ClientStatement>, routing: boolean): BatchInfo {
   const found: Classification[] = [];
   let firstSql: string | null = null;
   let sawPlain = false;
   for (const { type, msg } of batch.msgs) {
-    let sql: string | null = null;
-    if (type === 0x51 /* Query */) sql = readQuery(msg);
-    else if (type === 0x50 /* Parse */) sql = readParse(msg).sql;
-    else if (type === 0x42 /* Bind */) {
-      const name = readBind(msg).statement;
-      if (name !== '') sql = statements.get(name)?.sql ?? null;
-    }
+    const sql = readSql(type, msg, statements);
     if (sql === null) continue;
     firstSql ??= sql;
     if (!routing && !mayMatter(sql)) {
@@ -126,7 +149,7 @@ export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStat
   }
   if (found.length === 0) return sawPlain ? { ...PLAIN, firstSql } : EMPTY;
   if (found.length === 1 && !sawPlain) return fromOne(found[0], firstSql);
-  const info: BatchInfo = { ...EMPTY, readOnly: !sawPlain, functions: [], transaction: [], sets: [], clears: [], hasSql: true, firstSql };
+  const info: BatchInfo = { ...EMPTY, readOnly: !sawPlain, functions: [], transaction: [], sets: [], clears: [], deallocates: [], hasSql: true, firstSql };
   for (const c of found) {
     info.readOnly &&= c.readOnly;
     info.functions.push(...c.functions);
@@ -135,6 +158,7 @@ export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStat
     info.resetAll ||= c.resetAll;
     info.sessionState ??= c.sessionState;
     info.clears.push(...c.clears);
+    info.deallocates.push(...c.deallocates);
   }
   return info;
 }
@@ -148,6 +172,7 @@ function fromOne(c: Classification, firstSql: string | null): BatchInfo {
     resetAll: c.resetAll,
     sessionState: c.sessionState,
     clears: c.clears,
+    deallocates: c.deallocates,
     hasSql: true,
     firstSql,
   };

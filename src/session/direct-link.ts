@@ -6,6 +6,7 @@ import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts
 import type { Pool } from '../pool/pool.ts';
 import { sendCancel } from './cancel-registry.ts';
 import { afterPendingWrites } from './write-hold.ts';
+import { FAILING_PARSE } from './translate.ts';
 
 /** Frontend message types valid after startup. */
 const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
@@ -113,8 +114,13 @@ export class DirectLink implements ServerOwner {
       this.host.terminated();
       return;
     }
-    if (pre !== null) out.write(pre);
     const keep = reader.partialHeaderLength;
+    if (keep > chunk.length) {
+      // Still the same unfinished header (it began in an earlier read and
+      // this one did not complete it): nothing can go on yet.
+      return;
+    }
+    if (pre !== null) out.write(pre);
     const ok = out.write(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep));
     // A write still pointing into the client's read buffer: no reads into
     // it until the write is out (which also covers backpressure).
@@ -214,7 +220,9 @@ export class DirectLink implements ServerOwner {
     }
     if (this.copyIn) server.socket.write(COPY_FAIL);
     if (this.unsynced) {
-      server.socket.write(SYNC);
+      // Nothing the client did not sync may commit: the server fails the
+      // run first, so the Sync rolls its implicit transaction back.
+      server.socket.write(Buffer.concat([FAILING_PARSE, SYNC]));
       this.pendingReady++;
       this.unsynced = false;
     }

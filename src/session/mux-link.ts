@@ -1,12 +1,12 @@
 import { MessageReader, type FrameReader } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
-import { errorResponse, parseErrorFields, parseParameterStatus, query } from '../protocol/messages.ts';
+import { parseErrorFields, parseParameterStatus, query } from '../protocol/messages.ts';
 import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
 import { Relay, enum_ } from './replies.ts';
 import type { MuxHost } from './mux-types.ts';
 import { ClientParams, REPORTED_SETTABLE, syncParametersQuery } from './params.ts';
 import { newBatch, inspect, type Batch, type BatchInfo } from './batch.ts';
-import { Translator } from './translate.ts';
+import { FAILING_PARSE, FAILING_QUERY, Translator, recoverable } from './translate.ts';
 import { TxnState } from './txn-state.ts';
 import { ReadRetry } from './read-retry.ts';
 import { refusalFor, sessionStateOf } from './refusals.ts';
@@ -16,6 +16,7 @@ export type { MuxHost, Router } from './mux-types.ts';
 
 const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
 const COPY_FAIL = Buffer.from([0x66, 0, 0, 0, 28, ...Buffer.from('client left during COPY\0')]);
+const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 /** A batch is sent once it holds this much, even without a Sync. */
 const MAX_BATCH_BYTES = 1 << 20;
 const I = 0x49;
@@ -54,8 +55,14 @@ export class MuxLink implements ServerOwner {
   /** Extended-protocol messages reached the server since its last Sync. */
   private unsynced = false;
   private copyIn = false;
-  /** A message pgmux refused: the rest of the batch up to Sync is dropped. */
-  private skipping = false;
+  /** The COPY FROM STDIN came from Execute: the server wants a Sync after it. */
+  private copyExtended = false;
+  /**
+   * A message pgmux refused: the client's messages up to its next Sync are
+   * dropped, as the server drops them after an error. That Sync goes to the
+   * server when the failed run reached it ('server'), else pgmux answers it.
+   */
+  private skipping: 'server' | 'alone' | null = null;
   private closing = false;
   private drainTimer: NodeJS.Timeout | null = null;
 
@@ -71,9 +78,7 @@ export class MuxLink implements ServerOwner {
       onParameterStatus: (body, forwarded) => this.onParameterStatus(body, forwarded),
       onError: (body, forwarded) => this.onServerError(body, forwarded),
       onOutOfStep: (type) => this.onOutOfStep(type),
-      onCopy: (type) => {
-        if (type === 0x47 /* CopyInResponse */) this.copyIn = true;
-      },
+      onCopy: (type) => this.onCopy(type),
     });
     this.tr = new Translator(this.relay.queue, host, this.statements);
     this.retry = new ReadRetry(this.relay, host.log, () => this.pump());
@@ -100,33 +105,69 @@ export class MuxLink implements ServerOwner {
   // -------------------------------------------------------------- client side
 
   onClientData(chunk: Buffer): void {
-    this.reader.feed(chunk, (type, msg) => this.onClientMessage(type, msg));
+    this.reader.feed(chunk, this.onClientMessage);
+    // Where the node is already known, what came in goes on now, as it
+    // would reach PostgreSQL (which, say, reports an error at once, before
+    // any Sync). A run that is still to be routed waits for its Sync so
+    // that it is routed whole.
+    if (this.current.msgs.length > 0 && !this.closing && (this.host.router.spreadsReads !== true || (this.waiting.length === 0 && this.tied))) this.endBatch();
   }
 
-  private onClientMessage(type: number, msg: Buffer): void {
+  /** The client's open transaction or extended-protocol run holds its server connection. */
+  private get tied(): boolean {
+    return this.server !== null && (this.unsynced || this.status !== I || this.pinned !== null || this.copyIn);
+  }
+
+  private endBatch(): void {
+    this.waiting.push(this.current);
+    this.current = newBatch();
+    if (this.waiting.length > 16) this.host.pauseClient();
+    this.pump();
+  }
+
+  private readonly onClientMessage = (type: number, msg: Buffer): void => {
     if (type === 0x58 /* Terminate */) {
       this.host.terminated();
       return;
     }
-    if (this.copyIn && this.server !== null && this.waiting.length === 0 && (type === 0x64 || type === 0x63 || type === 0x66)) {
-      // COPY FROM STDIN data goes straight on, in order.
-      if (type !== 0x64) this.copyIn = false;
+    if (this.copyIn && this.server !== null && this.waiting.length === 0 && this.current.msgs.length === 0 && (type === 0x64 || type === 0x63 || type === 0x66 || type === 0x53 || type === 0x48)) {
+      // COPY FROM STDIN data goes straight on, in order. The server ignores
+      // Sync and Flush during COPY: they get no entry.
+      if (type === 0x63 || type === 0x66) this.copyIn = false;
       this.server.socket.write(msg);
       return;
-    }
-    if (this.skipping) {
-      if (type !== 0x53 /* Sync */) return;
-      this.skipping = false;
     }
     const b = this.current;
     b.msgs.push({ type, msg });
     b.bytes += msg.length;
-    if (type === 0x53 || type === 0x51 || type === 0x46 || type === 0x48 || type === 0x64 || type === 0x63 || type === 0x66 || b.bytes >= MAX_BATCH_BYTES) {
-      this.waiting.push(b);
-      this.current = newBatch();
-      if (this.waiting.length > 16) this.host.pauseClient();
-      this.pump();
+    if (type === 0x53 || type === 0x51 || type === 0x46 || type === 0x48 || type === 0x64 || type === 0x63 || type === 0x66 || b.bytes >= MAX_BATCH_BYTES) this.endBatch();
+  };
+
+  /**
+   * Drops what the server would skip after a refused message: the client's
+   * messages up to its Sync. Returns false when the first waiting batch
+   * was used up.
+   */
+  private skipToSync(): boolean {
+    const b = this.waiting[0];
+    const at = b.msgs.findIndex((m) => m.type === 0x53);
+    if (at < 0) {
+      this.waiting.shift();
+      return false;
     }
+    b.msgs.splice(0, at);
+    b.info = null;
+    const alone = this.skipping === 'alone';
+    this.skipping = null;
+    if (alone) {
+      b.msgs.shift();
+      this.relay.queue.push({ kind: enum_.synth, type: 0x53, bytes: null });
+      if (b.msgs.length === 0) {
+        this.waiting.shift();
+        return false;
+      }
+    }
+    return true;
   }
 
   /**
@@ -182,6 +223,7 @@ export class MuxLink implements ServerOwner {
     while (this.waiting.length > 0 && !this.closing) {
       // Nothing more goes out until a held read has shown how it went.
       if (this.retry.pending) return null;
+      if (this.skipping !== null && !this.skipToSync()) continue;
       const b = this.waiting[0];
       b.info ??= inspect(b, this.statements, this.host.router.spreadsReads);
       const refusal = this.refusal(b.info);
@@ -227,7 +269,11 @@ export class MuxLink implements ServerOwner {
   private sendFirst(b: Batch, node: number): null {
     this.waiting.shift();
     const primary = this.host.router.primaryNode?.() ?? 0;
-    const retryable = this.host.router.spreadsReads === true && node !== primary && b.info!.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
+    // Only a whole request (one that ends in a ReadyForQuery) can be held
+    // until it shows how it went.
+    const last = b.msgs[b.msgs.length - 1].type;
+    const whole = last === 0x53 || last === 0x51;
+    const retryable = this.host.router.spreadsReads === true && whole && node !== primary && b.info!.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
     if (retryable) this.retry.watch(b);
     this.send(b, b.info!);
     return null;
@@ -236,10 +282,7 @@ export class MuxLink implements ServerOwner {
   /** Where a batch goes: where the transaction is, else the router's choice. */
   private chooseNode(b: Batch): number | Promise<number> {
     if (b.forceNode !== undefined) return b.forceNode;
-    if (this.server !== null) {
-      const tied = this.unsynced || this.status !== I || this.pinned !== null || this.copyIn || !b.info!.hasSql;
-      if (tied) return this.node;
-    }
+    if (this.server !== null && (this.tied || !b.info!.hasSql)) return this.node;
     if (this.pinned !== null) return this.node >= 0 ? this.node : this.host.router.route(b.info!, this);
     return this.host.router.route(b.info!, this);
   }
@@ -253,25 +296,60 @@ export class MuxLink implements ServerOwner {
     return sessionStateOf(info, this.params);
   }
 
-  /** Answers a refused batch with its error, as PostgreSQL would answer a failed statement. */
+  /**
+   * Answers a refused batch with its error, as PostgreSQL would answer a
+   * failed statement. Inside a transaction or an extended-protocol run the
+   * server fails in the client's place, so its transaction fails (and it
+   * skips to Sync) as it would have; outside one nothing is open and pgmux
+   * answers alone.
+   */
   private refuse(b: Batch, err: PgError): void {
     const q = this.relay.queue;
-    q.push({ kind: enum_.synth, type: 0x45, bytes: errorResponse(err.fields()) });
     const last = b.msgs[b.msgs.length - 1].type;
-    if (last === 0x51 || last === 0x46) q.push({ kind: enum_.synth, type: 0x53, bytes: null });
-    else if (last === 0x53) this.endExtendedRun();
-    else this.skipping = true;
-  }
-
-  /** A Sync after a refusal: the server syncs only if part of the run reached it. */
-  private endExtendedRun(): void {
-    if (this.unsynced && this.server !== null) {
-      this.server.socket.write(Buffer.from([0x53, 0, 0, 0, 4]));
-      this.relay.queue.push({ kind: enum_.forward, type: 0x53 });
+    const simple = last === 0x51 || last === 0x46;
+    const conn = this.tied ? this.server! : null;
+    if (conn === null) {
+      q.push({ kind: enum_.synth, type: 0x45, bytes: recoverable(err) });
+      if (simple || last === 0x53) q.push({ kind: enum_.synth, type: 0x53, bytes: null });
+      else this.skipping = 'alone';
+      return;
+    }
+    if (simple) {
+      conn.socket.write(FAILING_QUERY);
+      q.push({ kind: enum_.forward, type: 0x51, replaceError: recoverable(err) });
+      return;
+    }
+    q.push({ kind: enum_.forward, type: 0x50, replaceError: recoverable(err) });
+    if (last === 0x53) {
+      conn.socket.write(Buffer.concat([FAILING_PARSE, SYNC]));
+      q.push({ kind: enum_.forward, type: 0x53 });
       this.unsynced = false;
     } else {
-      this.relay.queue.push({ kind: enum_.synth, type: 0x53, bytes: null });
+      conn.socket.write(FAILING_PARSE);
+      this.unsynced = true;
+      this.skipping = 'server';
     }
+  }
+
+  /**
+   * Ends the client's extended-protocol run without committing it: a
+   * client that leaves before its Sync must not have its implicit
+   * transaction committed, so the server fails the run first (its replies
+   * are hidden), then the Sync rolls it back.
+   */
+  private abortExtendedRun(conn: ServerConnection): void {
+    conn.socket.write(Buffer.concat([FAILING_PARSE, SYNC]));
+    this.relay.queue.push({ kind: enum_.swallow, type: 0x50 });
+    this.relay.queue.push({ kind: enum_.swallow, type: 0x53 });
+    this.unsynced = false;
+  }
+
+  private onCopy(type: number): void {
+    if (type !== 0x47 /* CopyInResponse */) return;
+    this.copyIn = true;
+    this.copyExtended = this.relay.queue.headType === 0x45; /* Execute */
+    // The server ignores the Syncs that reached it during COPY.
+    if (this.copyExtended) this.relay.queue.dropSyncsAfterHead();
   }
 
   /** Gives the client a connection to `node`: at once (null) when one is at hand, else a promise. */
@@ -330,10 +408,10 @@ export class MuxLink implements ServerOwner {
       const n = this.host.notice(trace);
       if (n !== null) this.relay.queue.push({ kind: enum_.synth, type: 0x4e, bytes: n });
     }
-    const out = this.tr.translate(b, conn, this.unsynced);
+    const out = this.tr.translate(b, conn);
     this.retry.noteRegistered(b, out.registered);
     if (out.unsynced !== null) this.unsynced = out.unsynced;
-    if (out.refusedUntilSync) this.skipping = true;
+    if (out.refusedUntilSync) this.skipping = 'server';
     if (out.chunks.length > 0) {
       const ok = conn.socket.write(out.chunks.length === 1 ? out.chunks[0] : Buffer.concat(out.chunks));
       if (!ok) {
@@ -404,7 +482,7 @@ export class MuxLink implements ServerOwner {
 
   private onServerError(body: Buffer, forwarded: boolean): void {
     this.txn.failed = true;
-    if (!forwarded) {
+    if (!forwarded && !this.closing) {
       const f = parseErrorFields(body);
       this.host.log.warn({ code: f.get('C'), message: f.get('M') }, 'query pgmux sent for the client failed');
     }
@@ -511,8 +589,10 @@ export class MuxLink implements ServerOwner {
     if (this.copyIn) {
       conn.socket.write(COPY_FAIL);
       this.copyIn = false;
+      // After an Execute's COPY fails the server skips to a Sync.
+      if (this.copyExtended) this.unsynced = true;
     }
-    if (this.unsynced) this.endExtendedRun();
+    if (this.unsynced) this.abortExtendedRun(conn);
     if (this.finishDrainIfQuiet()) return;
     let cancelled = false;
     const tick = () => {

@@ -41,9 +41,9 @@ export class ReadRetry {
     this.cur = w;
     this.relay.observer = (type, body) => {
       if (this.cur !== w || w.state !== 'holding') return;
-      // ParseComplete, BindComplete, descriptions, parameter reports and
-      // notices say nothing yet; anything else decides.
-      if (type === 0x31 || type === 0x32 || type === 0x74 || type === 0x6e || type === 0x54 || type === 0x53 || type === 0x4e) return;
+      // ParseComplete, BindComplete, CloseComplete, descriptions, parameter
+      // reports and notices say nothing yet; anything else decides.
+      if (type === 0x31 || type === 0x32 || type === 0x33 || type === 0x74 || type === 0x6e || type === 0x54 || type === 0x53 || type === 0x4e) return;
       if (type === 0x45 && parseErrorFields(body!).get('C') === SqlState.READ_ONLY_SQL_TRANSACTION) {
         w.state = 'dropping';
         w.held = [];

@@ -25,8 +25,20 @@ export interface Entry {
   bytes?: Buffer | null;
   /** Called when the server reports an error for this entry (e.g. a Parse that failed). */
   onError?: () => void;
-  /** Called when the server completes this entry without error. */
+  /**
+   * Called when the server skipped this entry's message after an earlier
+   * error in the same run (it skips to Sync); onError when not given.
+   */
+  onSkip?: () => void;
+  /** Called when the server completes this entry without error (a made-up reply: when it is written). */
   onDone?: () => void;
+  /**
+   * The server's ErrorResponse for this entry is replaced by this one: a
+   * message pgmux sent to make the server fail in the client's place, so
+   * that its transaction fails exactly as PostgreSQL's own would, while
+   * the client reads pgmux's words.
+   */
+  replaceError?: Buffer;
 }
 
 const Z = 0x5a;
@@ -122,6 +134,7 @@ export class ReplyQueue {
   private emitSynth(): void {
     for (let e = this.peek(); e !== undefined && e.kind === enum_.synth; e = this.peek()) {
       this.pop();
+      e.onDone?.();
       this.write(e.bytes ?? readyForQuery(String.fromCharCode(this.status) as 'I'));
     }
   }
@@ -130,9 +143,25 @@ export class ReplyQueue {
   private skipToSync(): void {
     for (let e = this.peek(); e !== undefined && isExtended(e.type); e = this.peek()) {
       // A skipped Parse creates nothing, like a failed one.
-      e.onError?.();
+      (e.onSkip ?? e.onError)?.();
       this.pop();
     }
+  }
+
+  /**
+   * The server entered COPY FROM STDIN for the entry at the head. It
+   * ignores Sync while in copy-in mode, so the Syncs already sent after
+   * that Execute get no ReadyForQuery: their entries go.
+   */
+  dropSyncsAfterHead(): void {
+    for (let i = this.entries.length - 1; i > this.head; i--) {
+      if (this.entries[i].type === 0x53 && this.entries[i].kind !== enum_.synth) this.entries.splice(i, 1);
+    }
+  }
+
+  /** The frontend message type of the entry at the head, or -1. */
+  get headType(): number {
+    return this.peek()?.type ?? -1;
   }
 
   /**
@@ -153,17 +182,25 @@ export class ReplyQueue {
     switch (type) {
       case S_PARAM:
         return this.events.onParameterStatus(body!, forward);
-      case E:
+      case E: {
         e.onError?.();
-        this.events.onError(body!, forward);
+        const replace = e.replaceError;
+        this.events.onError(replace ?? body!, forward || replace !== undefined);
         if (isExtended(e.type)) {
           this.pop();
           this.skipToSync();
+        }
+        if (replace !== undefined) {
+          // Written in the server's error's place; the server's is dropped.
+          this.write(replace);
+          this.emitSynthAfter();
+          return false;
         }
         // An injected query's error still reaches the client: it explains
         // why the client's own statement will not run as expected.
         this.emitSynthAfter();
         return true;
+      }
       case 0x47 /* CopyIn */:
       case 0x48 /* CopyOut */:
       case 0x57 /* CopyBoth */:

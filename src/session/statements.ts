@@ -59,31 +59,55 @@ export class StatementIds {
 
 /** A statement a client prepared, enough to prepare it again anywhere. */
 export interface ClientStatement {
+  /** Its shared id (-1 for the unnamed statement, which keeps its own name). */
   id: number;
   /** Query and parameter types as the client sent them (a copy). */
   rest: Buffer;
   sql: string;
+  /** When the client prepared it (parseEpoch()): a server's copy must be at least as new. */
+  epoch: number;
+}
+
+let epochs = 0;
+/**
+ * A counter that orders Parses: a client's statement means what its text
+ * meant when the client sent the Parse, so a server connection's copy
+ * prepared before that (the table may have changed since) is prepared again.
+ */
+export function parseEpoch(): number {
+  return ++epochs;
 }
 
 /**
  * The statements prepared on one server connection, least recently used
- * first (a Map keeps insertion order; a use moves the entry to the end).
+ * first (a Map keeps insertion order; a use moves the entry to the end),
+ * each with the epoch of its Parse there.
  */
 export class PreparedOnServer {
-  private readonly ids = new Map<number, true>();
+  private readonly ids = new Map<number, number>();
 
   has(id: number): boolean {
     return this.ids.has(id);
   }
 
-  /** Marks `id` as just used. */
-  touch(id: number): void {
-    this.ids.delete(id);
-    this.ids.set(id, true);
+  /** Whether the copy of `id` here was prepared at or after `epoch`. */
+  fresh(id: number, epoch: number): boolean {
+    const at = this.ids.get(id);
+    return at !== undefined && at >= epoch;
   }
 
-  add(id: number): void {
-    this.touch(id);
+  /** Marks `id` as just used. */
+  touch(id: number): void {
+    const at = this.ids.get(id);
+    if (at === undefined) return;
+    this.ids.delete(id);
+    this.ids.set(id, at);
+  }
+
+  /** `id` was just prepared here (its Parse is on its way). */
+  add(id: number, epoch: number): void {
+    this.ids.delete(id);
+    this.ids.set(id, epoch);
   }
 
   delete(id: number): void {

@@ -1,8 +1,7 @@
 import { PgError, SqlState } from '../protocol/errors.ts';
-import { errorResponse } from '../protocol/messages.ts';
+import { errorResponse, query } from '../protocol/messages.ts';
 import {
   CLOSE_COMPLETE,
-  PARSE_COMPLETE,
   buildParse,
   buildTarget,
   readBind,
@@ -12,8 +11,9 @@ import {
 } from '../protocol/extended.ts';
 import type { ServerConnection } from '../pool/server-connection.ts';
 import { enum_, type ReplyQueue } from './replies.ts';
-import { serverStatementName, type ClientStatement, type StatementIds } from './statements.ts';
+import { parseEpoch, serverStatementName, type ClientStatement, type StatementIds } from './statements.ts';
 import type { Batch } from './batch.ts';
+import { quoteIdent } from './params.ts';
 
 export interface TranslatorHost {
   readonly maxPrepared: number;
@@ -32,18 +32,44 @@ export interface Translated {
 }
 
 /**
+ * A named Parse of a text that is no SQL: the server always fails it (a
+ * syntax error, or 42P05 should the name exist) and creates nothing. pgmux
+ * sends it to make the server fail in a client's place, so the server's
+ * transaction fails, and skips to Sync, exactly as it would have for the
+ * client's own message; the client gets pgmux's ErrorResponse instead.
+ * After an earlier error in the same run the server skips it, as it would
+ * have skipped the client's message: then nobody sees an error, as in
+ * PostgreSQL.
+ */
+export const FAILING_PARSE = buildParse('pgmux_refused', Buffer.from('pgmux refused this message\0\0\0', 'latin1'));
+/** The same for the simple query protocol. */
+export const FAILING_QUERY = query('pgmux refused this query');
+const CLOSE_UNNAMED = buildTarget('C', 0x53, '');
+
+/** The unnamed statement each server connection holds: whose it is, null for none, undefined when unknown. */
+const unnamedOn = new WeakMap<ServerConnection, ClientStatement | null>();
+
+/** A client's recoverable error as an ErrorResponse: severity ERROR, the connection goes on. */
+export function recoverable(err: PgError): Buffer {
+  return errorResponse({ ...err.fields(), severity: 'ERROR' });
+}
+
+/**
  * Rewrites a batch for the server connection it is sent on: client
  * statement names become server-side names, statements missing on this
- * connection are prepared first, and an entry per message tells the reply
- * queue what the client should see. With max_prepared_statements = 0 names
- * pass through unchanged (the client must then keep its statements within
- * one transaction).
+ * connection (or older there than the client's Parse) are prepared first,
+ * the client's unnamed statement is put back where another client's
+ * replaced it, and an entry per message tells the reply queue what the
+ * client should see. With max_prepared_statements = 0 names pass through
+ * unchanged (the client must then keep its statements within one
+ * transaction).
  */
 export class Translator {
   private readonly queue: ReplyQueue;
   private readonly host: TranslatorHost;
   private readonly statements: Map<string, ClientStatement>;
-  private runStarted = false;
+  /** The client's unnamed statement; it lives until the client's next Parse of it or simple Query. */
+  private unnamed: ClientStatement | null = null;
 
   constructor(queue: ReplyQueue, host: TranslatorHost, statements: Map<string, ClientStatement>) {
     this.queue = queue;
@@ -51,10 +77,8 @@ export class Translator {
     this.statements = statements;
   }
 
-  /** `unsynced`: the server already holds extended messages of this run. */
-  translate(b: Batch, conn: ServerConnection, unsynced: boolean): Translated {
+  translate(b: Batch, conn: ServerConnection): Translated {
     const out: Translated = { chunks: [], unsynced: null, refusedUntilSync: false, registered: [] };
-    this.runStarted = unsynced;
     const q = this.queue;
     const mapping = this.host.maxPrepared > 0;
     for (let i = 0; i < b.msgs.length; i++) {
@@ -62,37 +86,37 @@ export class Translator {
       switch (type) {
         case 0x50 /* Parse */: {
           out.unsynced = true;
-          const p = readParse(msg);
-          if (!mapping || p.name === '') {
-            out.chunks.push(msg);
-            q.push({ kind: enum_.forward, type });
+          const p = tryRead(() => readParse(msg));
+          if (p === null) {
+            this.forward(out, msg, type);
+            break;
+          }
+          if (p.name === '') {
+            this.parseUnnamed(conn, msg, p.rest, p.sql, out);
+            break;
+          }
+          if (!mapping) {
+            this.forward(out, msg, type);
             break;
           }
           if (this.statements.has(p.name)) {
-            this.refuse(out, new PgError(SqlState.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${p.name}" already exists`));
-            return this.skipRest(b, i, out);
+            this.failOnServer(out, new PgError(SqlState.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${p.name}" already exists`));
+            return this.skipRest(b, out);
           }
           const rest = Buffer.from(p.rest);
-          const id = this.host.statementIds.idFor(rest);
-          const st: ClientStatement = { id, rest, sql: p.sql };
+          const st: ClientStatement = { id: this.host.statementIds.idFor(rest), rest, sql: p.sql, epoch: parseEpoch() };
           this.statements.set(p.name, st);
           out.registered.push(p.name);
-          if (conn.prepared.has(id)) {
-            conn.prepared.touch(id);
-            this.host.stats.preparedHits++;
-            q.push({ kind: enum_.synth, type, bytes: PARSE_COMPLETE });
-            break;
-          }
+          // A Parse means what its text means now: always prepared anew.
           this.host.stats.preparedMisses++;
-          this.evict(conn, out);
-          conn.prepared.add(id);
-          out.chunks.push(buildParse(serverStatementName(id), rest));
+          this.prepare(conn, st.id, rest, st.epoch, out);
+          const id = st.id;
           q.push({
             kind: enum_.forward,
             type,
             onDone: () => this.host.statementIds.markValid(id),
             onError: () => {
-              // PostgreSQL keeps no statement whose Parse failed; nor do we.
+              // PostgreSQL keeps no statement whose Parse failed or was skipped; nor do we.
               conn.prepared.delete(id);
               if (this.statements.get(p.name) === st) this.statements.delete(p.name);
             },
@@ -101,63 +125,82 @@ export class Translator {
         }
         case 0x42 /* Bind */: {
           out.unsynced = true;
-          const bind = readBind(msg);
-          if (!mapping || bind.statement === '') {
-            out.chunks.push(msg);
-          } else {
-            const st = this.statements.get(bind.statement);
-            if (st === undefined) return this.unknown(b, i, out, bind.statement);
-            this.ensurePrepared(conn, st, out);
-            out.chunks.push(renameBind(msg, bind, serverStatementName(st.id)));
+          const bind = tryRead(() => readBind(msg));
+          if (bind === null || (bind.statement !== '' && !mapping)) {
+            this.forward(out, msg, type);
+            break;
           }
-          q.push({ kind: enum_.forward, type });
+          if (bind.statement === '') {
+            this.useUnnamed(conn, out);
+            this.forward(out, msg, type);
+            break;
+          }
+          const st = this.statements.get(bind.statement);
+          if (st === undefined) return this.unknown(b, out, bind.statement);
+          this.ensurePrepared(conn, st, out);
+          this.forward(out, renameBind(msg, bind, serverStatementName(st.id)), type);
           break;
         }
         case 0x44 /* Describe */: {
           out.unsynced = true;
-          const t = readTarget(msg, 'Describe');
-          if (!mapping || t.kind !== 0x53 || t.name === '') {
-            out.chunks.push(msg);
-          } else {
-            const st = this.statements.get(t.name);
-            if (st === undefined) return this.unknown(b, i, out, t.name);
-            this.ensurePrepared(conn, st, out);
-            out.chunks.push(buildTarget('D', 0x53, serverStatementName(st.id)));
+          const t = tryRead(() => readTarget(msg, 'Describe'));
+          if (t === null || t.kind !== 0x53 || (t.name !== '' && !mapping)) {
+            this.forward(out, msg, type);
+            break;
           }
-          q.push({ kind: enum_.forward, type });
+          if (t.name === '') {
+            this.useUnnamed(conn, out);
+            this.forward(out, msg, type);
+            break;
+          }
+          const st = this.statements.get(t.name);
+          if (st === undefined) return this.unknown(b, out, t.name);
+          this.ensurePrepared(conn, st, out);
+          this.forward(out, buildTarget('D', 0x53, serverStatementName(st.id)), type);
           break;
         }
         case 0x43 /* Close */: {
           out.unsynced = true;
-          const t = readTarget(msg, 'Close');
-          if (mapping && t.kind === 0x53 && t.name !== '') {
-            // The server-side statement stays for other clients; closing a
-            // name that does not exist is no error in PostgreSQL either.
-            this.statements.delete(t.name);
-            q.push({ kind: enum_.synth, type, bytes: CLOSE_COMPLETE });
+          const t = tryRead(() => readTarget(msg, 'Close'));
+          if (t !== null && t.kind === 0x53 && t.name === '') {
+            this.closeUnnamed(conn, out, msg);
             break;
           }
-          out.chunks.push(msg);
-          q.push({ kind: enum_.forward, type });
+          if (t !== null && t.kind === 0x53 && mapping) {
+            // The server-side statement stays for other clients; closing a
+            // name that does not exist is no error in PostgreSQL either. A
+            // Close the server would have skipped (after an error) closes nothing.
+            const had = this.statements.get(t.name);
+            this.statements.delete(t.name);
+            q.push({
+              kind: enum_.synth,
+              type,
+              bytes: CLOSE_COMPLETE,
+              onSkip: () => {
+                if (had !== undefined && !this.statements.has(t.name)) this.statements.set(t.name, had);
+              },
+            });
+            break;
+          }
+          this.forward(out, msg, type);
           break;
         }
         case 0x45 /* Execute */:
           out.unsynced = true;
-          out.chunks.push(msg);
-          q.push({ kind: enum_.forward, type });
+          this.forward(out, msg, type);
           break;
         case 0x48 /* Flush */:
           out.chunks.push(msg);
           break;
         case 0x53 /* Sync */:
           out.unsynced = false;
-          out.chunks.push(msg);
-          q.push({ kind: enum_.forward, type });
+          this.forward(out, msg, type);
           break;
         case 0x51 /* Query */:
+          this.simpleQuery(b, conn, msg, out);
+          break;
         case 0x46 /* FunctionCall */:
-          out.chunks.push(msg);
-          q.push({ kind: enum_.forward, type });
+          this.forward(out, msg, type);
           break;
         default:
           // CopyData, CopyDone, CopyFail: no reply of their own.
@@ -166,6 +209,126 @@ export class Translator {
       }
     }
     return out;
+  }
+
+  private forward(out: Translated, msg: Buffer, type: number): void {
+    out.chunks.push(msg);
+    this.queue.push({ kind: enum_.forward, type });
+  }
+
+  /**
+   * A simple Query drops the unnamed statement (PostgreSQL treats it as a
+   * use of the unnamed statement and portal). DEALLOCATE ALL and DISCARD
+   * ALL drop every prepared statement of the server session, the shared
+   * ones too: pgmux forgets them there at once (what it forgets it
+   * prepares again, behind a Close), and the client's own names go when
+   * the statement succeeded. DEALLOCATE of a name the client prepared with
+   * Parse deallocates its server-side copy, so the server answers it.
+   */
+  private simpleQuery(b: Batch, conn: ServerConnection, msg: Buffer, out: Translated): void {
+    this.unnamed = null;
+    unnamedOn.set(conn, null);
+    const deallocates = b.info?.deallocates ?? [];
+    if (deallocates.length === 0) {
+      this.forward(out, msg, 0x51);
+      return;
+    }
+    let failed = false;
+    const onError = () => (failed = true);
+    const all = deallocates.includes('*');
+    if (all) conn.prepared.clear();
+    const sole = b.msgs.length === 1 && deallocates.length === 1 && !all ? this.statements.get(deallocates[0]) : undefined;
+    if (sole !== undefined && this.host.maxPrepared > 0) {
+      const name = deallocates[0];
+      this.ensurePrepared(conn, sole, out);
+      out.chunks.push(query(`DEALLOCATE ${quoteIdent(serverStatementName(sole.id))}`));
+      this.queue.push({
+        kind: enum_.forward,
+        type: 0x51,
+        onError,
+        onDone: () => {
+          conn.prepared.delete(sole.id);
+          if (!failed && this.statements.get(name) === sole) this.statements.delete(name);
+        },
+      });
+      return;
+    }
+    out.chunks.push(msg);
+    this.queue.push({
+      kind: enum_.forward,
+      type: 0x51,
+      onError,
+      onDone: () => {
+        if (failed) return;
+        if (all) this.statements.clear();
+        else for (const name of deallocates) this.statements.delete(name);
+      },
+    });
+  }
+
+  private parseUnnamed(conn: ServerConnection, msg: Buffer, rest: Buffer, sql: string, out: Translated): void {
+    const before = this.unnamed;
+    const beforeThere = unnamedOn.get(conn);
+    const st: ClientStatement = { id: -1, rest: Buffer.from(rest), sql, epoch: parseEpoch() };
+    this.unnamed = st;
+    unnamedOn.set(conn, st);
+    out.chunks.push(msg);
+    this.queue.push({
+      kind: enum_.forward,
+      type: 0x50,
+      // A failed Parse of the unnamed statement has already dropped the old one.
+      onError: () => {
+        if (this.unnamed === st) this.unnamed = null;
+        if (unnamedOn.get(conn) === st) unnamedOn.set(conn, null);
+      },
+      // A skipped one changed nothing.
+      onSkip: () => {
+        if (this.unnamed === st) this.unnamed = before;
+        if (unnamedOn.get(conn) === st) restoreUnnamed(conn, beforeThere);
+      },
+    });
+  }
+
+  /**
+   * Before a Bind or Describe of the unnamed statement: the server's must
+   * be this client's. Another client's is replaced by this client's own
+   * (prepared again, its replies hidden), or closed when this client has
+   * none, so the server itself answers that it does not exist.
+   */
+  private useUnnamed(conn: ServerConnection, out: Translated): void {
+    const mine = this.unnamed;
+    const there = unnamedOn.get(conn);
+    if (there === mine) return;
+    if (mine === null) {
+      out.chunks.push(CLOSE_UNNAMED);
+      this.queue.push({ kind: enum_.swallow, type: 0x43, onSkip: () => restoreUnnamed(conn, there) });
+      unnamedOn.set(conn, null);
+      return;
+    }
+    out.chunks.push(buildParse('', mine.rest));
+    this.queue.push({
+      kind: enum_.swallow,
+      type: 0x50,
+      onError: () => unnamedOn.set(conn, null),
+      onSkip: () => restoreUnnamed(conn, there),
+    });
+    unnamedOn.set(conn, mine);
+  }
+
+  private closeUnnamed(conn: ServerConnection, out: Translated, msg: Buffer): void {
+    const before = this.unnamed;
+    const beforeThere = unnamedOn.get(conn);
+    this.unnamed = null;
+    unnamedOn.set(conn, null);
+    out.chunks.push(msg);
+    this.queue.push({
+      kind: enum_.forward,
+      type: 0x43,
+      onSkip: () => {
+        if (this.unnamed === null) this.unnamed = before;
+        restoreUnnamed(conn, beforeThere);
+      },
+    });
   }
 
   /**
@@ -183,15 +346,15 @@ export class Translator {
     for (let i = 0; i < b.msgs.length - 1; i++) {
       const m = b.msgs[i];
       if (m.type !== 0x50) return false;
-      const p = readParse(m.msg);
-      if (p.name === '' || this.statements.has(p.name)) return false;
+      const p = tryRead(() => readParse(m.msg));
+      if (p === null || p.name === '' || this.statements.has(p.name) || parsed.some((x) => x.name === p.name)) return false;
       const id = this.host.statementIds.known(p.rest);
       if (id === undefined || !this.host.statementIds.isValid(id)) return false;
       parsed.push({ name: p.name, rest: Buffer.from(p.rest), sql: p.sql, id });
     }
     for (const p of parsed) {
-      this.statements.set(p.name, { id: p.id, rest: p.rest, sql: p.sql });
-      this.queue.push({ kind: enum_.synth, type: 0x50, bytes: PARSE_COMPLETE });
+      this.statements.set(p.name, { id: p.id, rest: p.rest, sql: p.sql, epoch: parseEpoch() });
+      this.queue.push({ kind: enum_.synth, type: 0x50, bytes: Buffer.from([0x31, 0, 0, 0, 4]) });
     }
     this.queue.push({ kind: enum_.synth, type: 0x53, bytes: null });
     return true;
@@ -199,16 +362,29 @@ export class Translator {
 
   /** Prepares `st` on `conn` ahead of its use, its reply hidden from the client. */
   private ensurePrepared(conn: ServerConnection, st: ClientStatement, out: Translated): void {
-    if (conn.prepared.has(st.id)) {
+    if (conn.prepared.fresh(st.id, st.epoch)) {
       conn.prepared.touch(st.id);
       this.host.stats.preparedHits++;
       return;
     }
     this.host.stats.preparedMisses++;
-    this.evict(conn, out);
-    conn.prepared.add(st.id);
-    out.chunks.push(buildParse(serverStatementName(st.id), st.rest));
-    this.queue.push({ kind: enum_.swallow, type: 0x50, onError: () => conn.prepared.delete(st.id) });
+    const id = st.id;
+    this.prepare(conn, id, st.rest, parseEpoch(), out);
+    this.queue.push({ kind: enum_.swallow, type: 0x50, onError: () => conn.prepared.delete(id) });
+  }
+
+  /**
+   * Puts a Parse of `id` in `out` (the caller queues its entry), behind a
+   * Close of any copy the server may hold: pgmux may have forgotten one it
+   * has (after DEALLOCATE ALL that failed, say), and an older one is replaced.
+   */
+  private prepare(conn: ServerConnection, id: number, rest: Buffer, epoch: number, out: Translated): void {
+    if (!conn.prepared.has(id)) this.evict(conn, out);
+    const name = serverStatementName(id);
+    out.chunks.push(buildTarget('C', 0x53, name));
+    this.queue.push({ kind: enum_.swallow, type: 0x43 });
+    conn.prepared.add(id, epoch);
+    out.chunks.push(buildParse(name, rest));
   }
 
   /** Closes least recently used statements so one more fits. */
@@ -219,34 +395,45 @@ export class Translator {
     }
   }
 
-  private refuse(out: Translated, err: PgError): void {
-    this.queue.push({ kind: enum_.synth, type: 0x45, bytes: errorResponse(err.fields()) });
+  /** The server fails in the client's place; the client reads `err`. */
+  private failOnServer(out: Translated, err: PgError): void {
+    out.chunks.push(FAILING_PARSE);
+    this.queue.push({ kind: enum_.forward, type: 0x50, replaceError: recoverable(err) });
   }
 
-  private unknown(b: Batch, i: number, out: Translated, name: string): Translated {
-    this.refuse(out, new PgError(SqlState.INVALID_SQL_STATEMENT_NAME, `prepared statement "${name}" does not exist`));
-    return this.skipRest(b, i, out);
+  private unknown(b: Batch, out: Translated, name: string): Translated {
+    this.failOnServer(out, new PgError(SqlState.INVALID_SQL_STATEMENT_NAME, `prepared statement "${name}" does not exist`));
+    return this.skipRest(b, out);
   }
 
   /**
-   * After a refused message PostgreSQL ignores everything up to Sync. If the
-   * batch holds that Sync, it still goes to the server when part of the run
-   * reached it; otherwise the client gets a made-up ReadyForQuery.
+   * After a failed message the server ignores everything up to Sync: the
+   * rest of the batch is dropped but for its Sync; without one, the
+   * client's messages are dropped until its next Sync.
    */
-  private skipRest(b: Batch, i: number, out: Translated): Translated {
-    const last = b.msgs[b.msgs.length - 1].type;
-    if (last !== 0x53) {
-      out.refusedUntilSync = b.msgs.slice(i).every((m) => m.type !== 0x53);
+  private skipRest(b: Batch, out: Translated): Translated {
+    const last = b.msgs[b.msgs.length - 1];
+    if (last.type !== 0x53) {
+      out.unsynced = true;
+      out.refusedUntilSync = true;
       return out;
     }
-    const sentSomething = this.runStarted || out.chunks.length > 0;
-    if (sentSomething) {
-      out.chunks.push(b.msgs[b.msgs.length - 1].msg);
-      this.queue.push({ kind: enum_.forward, type: 0x53 });
-    } else {
-      this.queue.push({ kind: enum_.synth, type: 0x53, bytes: null });
-    }
+    this.forward(out, last.msg, 0x53);
     out.unsynced = false;
     return out;
+  }
+}
+
+function restoreUnnamed(conn: ServerConnection, st: ClientStatement | null | undefined): void {
+  if (st === undefined) unnamedOn.delete(conn);
+  else unnamedOn.set(conn, st);
+}
+
+/** A message pgmux cannot read is the server's to refuse, in its own words. */
+function tryRead<T>(read: () => T): T | null {
+  try {
+    return read();
+  } catch {
+    return null;
   }
 }

@@ -47,7 +47,6 @@ export class TxnState {
           conn?.sessionSets.set(name, value);
         }
       }
-      if (conn !== null && (this.clears.includes('all') || this.clears.includes('plans'))) conn.prepared.clear();
       if (this.clears.includes('all')) {
         conn?.sessionSets.clear();
         discarded = true;

@@ -19,6 +19,8 @@ export interface Classification {
   resetAll: boolean;
   sessionState: string | null;
   clears: string[];
+  /** Prepared statements dropped: names, or '*' for all of them (DEALLOCATE ALL, DISCARD ALL). */
+  deallocates: string[];
   parseError: boolean;
   statements: number;
 }
@@ -33,9 +35,7 @@ export function loadClassifier(): Promise<void> {
   return loaded;
 }
 
-/** Built-in functions that may run on a replica (no writes, no session state). */
-const SAFE = new Set(['now', 'count', 'sum', 'random', 'pg_sleep', 'inet_server_port', 'current_setting', 'pg_backend_pid', 'generate_series', 'md5', 'repeat', 'length', 'array_to_string', 'pg_listening_channels', 'pg_table_is_visible', 'pg_is_in_recovery']);
-/** Built-in functions that write, take locks or need the primary's state. */
+/** Built-in functions that write, take locks or need the primary's state (pg_proc decides for all others). */
 const WRITE_FUNCS = new Set(['nextval', 'setval', 'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_advisory_unlock', 'pg_advisory_unlock_all', 'pg_notify', 'txid_current']);
 
 function walk(node: unknown, visit: (k: string, v: Record<string, unknown>) => void): void {
@@ -57,11 +57,39 @@ function argText(a: unknown): string {
   return '';
 }
 
+function isConst(a: unknown): boolean {
+  return (a as { A_Const?: unknown }).A_Const !== undefined;
+}
+
+/** An option of BEGIN / START TRANSACTION, as the parser gives it. */
+function transactionOption(options: unknown, name: string): string | null {
+  for (const o of (options as { DefElem?: { defname: string; arg: unknown } }[]) ?? []) {
+    if (o.DefElem?.defname === name) return argText(o.DefElem.arg);
+  }
+  return null;
+}
+
+/**
+ * set_config(name, value, is_local) with constant arguments is a SET (or,
+ * local, nothing that outlives the transaction); with any other argument
+ * pgmux cannot tell what it sets: session state.
+ */
+function setConfigCall(args: unknown[], out: Classification): void {
+  const [name, value, local] = args;
+  const isLocal = (local as { A_Const?: { boolval?: { boolval?: boolean } } } | undefined)?.A_Const?.boolval;
+  if (args.length !== 3 || !isConst(name) || !isConst(value) || isLocal === undefined) {
+    out.sessionState ??= 'set_config';
+    return;
+  }
+  if (isLocal.boolval === true) return;
+  out.sets.push({ name: argText(name).toLowerCase(), value: argText(value) });
+}
+
 const cache = new Map<string, Classification>();
 export function classify(sql: string): Classification {
   const hit = cache.get(sql);
   if (hit) return hit;
-  const out: Classification = { readOnly: true, writeReason: null, functions: [], transaction: [], sets: [], resetAll: false, sessionState: null, clears: [], parseError: false, statements: 0 };
+  const out: Classification = { readOnly: true, writeReason: null, functions: [], transaction: [], sets: [], resetAll: false, sessionState: null, clears: [], deallocates: [], parseError: false, statements: 0 };
   let tree: { stmts?: { stmt: Record<string, Record<string, unknown>> }[] };
   try {
     tree = parseSync(sql) as unknown as typeof tree;
@@ -88,13 +116,16 @@ export function classify(sql: string): Classification {
         if (body.kind === 'VAR_RESET_ALL') out.resetAll = true;
         else if (body.kind === 'VAR_RESET' || body.kind === 'VAR_SET_DEFAULT') out.sets.push({ name: String(body.name).toLowerCase(), value: null });
         else if (body.kind === 'VAR_SET_VALUE') out.sets.push({ name: String(body.name).toLowerCase(), value: ((body.args as unknown[]) ?? []).map(argText).join(', ') });
-        else out.sessionState = `SET ${String(body.name)}`;
+        // SET TRANSACTION lasts as long as the transaction.
+        else if (!(body.kind === 'VAR_SET_MULTI' && String(body.name).toUpperCase() === 'TRANSACTION')) out.sessionState = `SET ${String(body.name)}`;
         break;
       case 'VariableShowStmt':
         break;
       case 'TransactionStmt': {
         const k = String(body.kind);
-        const ro = JSON.stringify(body.options ?? []).includes('transaction_read_only');
+        // A read-only transaction may run on a replica, unless it is
+        // SERIALIZABLE, which a hot standby refuses.
+        const ro = transactionOption(body.options, 'transaction_read_only') === '1' && transactionOption(body.options, 'transaction_isolation') !== 'serializable';
         if (k === 'TRANS_STMT_BEGIN' || k === 'TRANS_STMT_START') out.transaction.push(ro ? 'begin_read_only' : 'begin');
         else if (k === 'TRANS_STMT_COMMIT') out.transaction.push('commit');
         else if (k === 'TRANS_STMT_ROLLBACK') out.transaction.push('rollback');
@@ -120,7 +151,12 @@ export function classify(sql: string): Classification {
         break;
       case 'DiscardStmt':
         out.clears.push(String(body.target).replace('DISCARD_', '').toLowerCase());
+        if (body.target === 'DISCARD_ALL') out.deallocates.push('*');
         write('DISCARD');
+        break;
+      case 'DeallocateStmt':
+        out.deallocates.push(body.isall === true ? '*' : String(body.name));
+        write('DEALLOCATE');
         break;
       default:
         write(kind);
@@ -130,8 +166,9 @@ export function classify(sql: string): Classification {
       const names = ((v.funcname as { String: { sval: string } }[]) ?? []).map((n) => n.String.sval.toLowerCase());
       const name = names[names.length - 1];
       if (name.startsWith('pg_advisory_lock') || name.startsWith('pg_try_advisory_lock')) out.sessionState ??= 'pg_advisory_lock';
+      if (name === 'set_config') setConfigCall((v.args as unknown[]) ?? [], out);
       if (WRITE_FUNCS.has(name)) write(name);
-      else if (!SAFE.has(name) && !(names.length === 2 && names[0] === 'pg_catalog')) out.functions.push(names.join('.'));
+      else out.functions.push(names.join('.'));
     });
   }
   if (cache.size > 10000) cache.clear();
