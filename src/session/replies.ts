@@ -1,5 +1,6 @@
 import type { FrameReader } from '../protocol/framing.ts';
 import { readyForQuery } from '../protocol/messages.ts';
+import { renameInError } from '../protocol/error-text.ts';
 
 /**
  * What a client expects back, in order, for the messages pgmux sent on its
@@ -39,6 +40,8 @@ export interface Entry {
    * the client reads pgmux's words.
    */
   replaceError?: Buffer;
+  /** The server-side name this message used for a client's statement, and the client's own name for it. */
+  names?: { server: string; client: string };
 }
 
 const Z = 0x5a;
@@ -184,7 +187,7 @@ export class ReplyQueue {
         return this.events.onParameterStatus(body!, forward);
       case E: {
         e.onError?.();
-        const replace = e.replaceError;
+        const replace = e.replaceError ?? (e.names !== undefined ? (renameInError(E, body!, `"${e.names.server}"`, `"${e.names.client}"`) ?? undefined) : undefined);
         this.events.onError(replace ?? body!, forward || replace !== undefined);
         if (isExtended(e.type)) {
           this.pop();

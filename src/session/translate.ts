@@ -138,7 +138,9 @@ export class Translator {
           const st = this.statements.get(bind.statement);
           if (st === undefined) return this.unknown(b, out, bind.statement);
           this.ensurePrepared(conn, st, out);
-          this.forward(out, renameBind(msg, bind, serverStatementName(st.id)), type);
+          const server = serverStatementName(st.id);
+          out.chunks.push(renameBind(msg, bind, server));
+          q.push({ kind: enum_.forward, type, names: { server, client: bind.statement } });
           break;
         }
         case 0x44 /* Describe */: {
@@ -156,7 +158,9 @@ export class Translator {
           const st = this.statements.get(t.name);
           if (st === undefined) return this.unknown(b, out, t.name);
           this.ensurePrepared(conn, st, out);
-          this.forward(out, buildTarget('D', 0x53, serverStatementName(st.id)), type);
+          const server = serverStatementName(st.id);
+          out.chunks.push(buildTarget('D', 0x53, server));
+          q.push({ kind: enum_.forward, type, names: { server, client: t.name } });
           break;
         }
         case 0x43 /* Close */: {
