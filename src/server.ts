@@ -135,7 +135,7 @@ export class PgmuxServer {
     this.adminBackend = adminBackend(this, () => this.reloadSource(), (mode) => this.onShutdown(mode));
     // Accepted paused, so each connection's reads can move to a buffer of its own.
     this.listener = net.createServer({ noDelay: true, pauseOnConnect: true }, (accepted) => {
-      const session = new ClientSession(ownReads(accepted), this.ctx);
+      const session = new ClientSession(ownReads(accepted), this.ctx, s(this.config.client_login_timeout));
       this.sessions.add(session);
     });
   }
@@ -173,6 +173,8 @@ export class PgmuxServer {
       serverIdleTimeoutMs: s(c.server_idle_timeout),
       serverLifetimeMs: s(c.server_lifetime),
       resetQuery: c.server_reset_query,
+      checkDelayMs: s(c.server_check_delay),
+      checkQuery: c.server_check_query,
       queryTimeoutMs: Math.max(s(c.server_connect_timeout), 5000),
     };
   }

@@ -7,7 +7,7 @@ import { VERSION } from '../version.ts';
 
 /** Settings SET may change on a running pgmux (the rest need a restart or RELOAD). */
 const CHANGEABLE = new Set([
-  'default_pool_size', 'max_client_conn', 'query_wait_timeout', 'server_idle_timeout', 'server_lifetime', 'server_connect_timeout',
+  'default_pool_size', 'max_client_conn', 'client_login_timeout', 'query_wait_timeout', 'server_idle_timeout', 'server_lifetime', 'server_connect_timeout',
   'server_reset_query', 'log_level', 'auth_cache_ttl', 'auth_negative_cache_ttl', 'max_prepared_statements', 'on_session_state',
   'load_balance', 'max_replica_lag', 'read_your_writes', 'log_per_node_statement', 'notice_per_node_statement', 'admin_users', 'stats_users',
 ]);

@@ -51,6 +51,7 @@ const SAME: Record<string, (v: string) => unknown> = {
   pool_mode: String,
   default_pool_size: INT,
   max_client_conn: INT,
+  client_login_timeout: SECONDS,
   query_wait_timeout: SECONDS,
   server_idle_timeout: SECONDS,
   server_lifetime: SECONDS,

@@ -90,6 +90,11 @@ export const ConfigSchema = z
       'Failed logins from one client address per minute before its further attempts are refused; 0: no limit',
       'n',
     ),
+    client_login_timeout: setting(
+      seconds().default(60),
+      'Seconds a client may take from connecting until it has authenticated before it is disconnected; 0: no limit',
+      'seconds',
+    ),
     query_wait_timeout: setting(
       seconds().default(120),
       'Seconds a client waits for a server connection before it is disconnected; 0 waits forever',

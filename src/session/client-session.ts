@@ -47,6 +47,8 @@ type Phase = (typeof enum_)[keyof typeof enum_];
 
 let nextId = 1;
 
+const loginTimedOut = (session: ClientSession) => session.onLoginTimeout();
+
 /** How long the last message to a client may take to leave before its connection is cut. */
 const HANG_UP_GRACE_MS = 5000;
 
@@ -84,13 +86,46 @@ export class ClientSession implements CancelTarget {
   private adminRights: Rights | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
 
-  constructor(reads: OwnReads, ctx: SessionContext) {
+  /**
+   * @param loginTimeoutMs client_login_timeout: from the moment the
+   * connection is accepted until the client has authenticated (0: no limit).
+   */
+  constructor(reads: OwnReads, ctx: SessionContext, loginTimeoutMs = 0) {
     this.socket = reads.socket;
     this.reads = reads;
     this.ctx = ctx;
     this.socket.setNoDelay(true);
     reads.setReader(this.onRead);
     this.attach(this.socket);
+    if (loginTimeoutMs > 0) this.loginTimer = setTimeout(loginTimedOut, loginTimeoutMs, this).unref();
+  }
+
+  /** Runs until the client has authenticated (client_login_timeout). */
+  private loginTimer: NodeJS.Timeout | null = null;
+  /** A TLS handshake is under way: the plain socket is no longer ours to write to. */
+  private handshaking = false;
+
+  private stopLoginTimer(): void {
+    if (this.loginTimer !== null) clearTimeout(this.loginTimer);
+    this.loginTimer = null;
+  }
+
+  /**
+   * A client that stopped during login (silent after connecting, or in the
+   * middle of the password exchange) is let go, in PostgreSQL's words for
+   * its authentication_timeout, so it holds nothing (a descriptor, a place
+   * under max_client_conn) for ever.
+   */
+  onLoginTimeout(): void {
+    this.loginTimer = null;
+    if (this.phase !== enum_.startup && this.phase !== enum_.auth) return;
+    this.log.debug({ phase: this.phase }, 'client_login_timeout');
+    if (this.handshaking) {
+      this.socket.destroy();
+      this.onClientGone('client_login_timeout during the TLS handshake');
+      return;
+    }
+    this.fatal(new PgError(SqlState.QUERY_CANCELED, 'canceling authentication due to timeout'));
   }
 
   /** The plain connection's reads, until TLS takes the socket over. */
@@ -122,8 +157,10 @@ export class ClientSession implements CancelTarget {
     plain.off('data', this.onData);
     plain.off('close', this.onClose);
     plain.write('S');
+    this.handshaking = true;
     clientTls.upgrade(plain, this.ctx.settings().queryTimeoutMs).then(
       ({ socket, serverName }) => {
+        this.handshaking = false;
         this.socket = socket;
         this.serverName = serverName;
         this.attach(socket);
@@ -368,6 +405,7 @@ export class ClientSession implements CancelTarget {
 
   private async onAuthenticated(): Promise<void> {
     this.phase = enum_.connecting;
+    this.stopLoginTimer();
     this.socket.pause();
     this.ctx.stats.authSuccesses++;
     const keys = this.auth?.keys;
@@ -559,6 +597,7 @@ export class ClientSession implements CancelTarget {
     if (this.phase === enum_.closed) return;
     const wasLoggedIn = this.phase === enum_.ready;
     this.phase = enum_.closed;
+    this.stopLoginTimer();
     if (this.cancelKey !== null) this.ctx.cancels.unregister(this.cancelKey.processId);
     this.ctx.clientGone(this);
     this.ctx.stats.bytesIn += this.socket.bytesRead;
