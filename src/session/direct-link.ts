@@ -45,6 +45,15 @@ export class DirectLink implements ServerOwner {
   private unsynced = false;
   /** The server is in COPY FROM STDIN and waits for the client's data. */
   private copyIn = false;
+  /**
+   * Syncs sent since the last Execute, while no Query came after it. If
+   * that Execute starts a COPY FROM STDIN, the server ignores them (it
+   * ignores Sync during COPY, as libpq expects: it sends Sync right after
+   * Execute and again after CopyDone): they get no ReadyForQuery.
+   */
+  private syncsSinceExecute = -1;
+  /** The COPY FROM STDIN came from Execute: after CopyFail the server waits for a Sync. */
+  private copyExtended = false;
   private txStatus = 0x49; /* I */
   /** Set by the client visitor when it meets Terminate: offset just past it. */
   private terminateEnd = -1;
@@ -70,14 +79,20 @@ export class DirectLink implements ServerOwner {
       case 0x51 /* Query */:
       case 0x46 /* FunctionCall */:
         this.pendingReady++;
+        this.syncsSinceExecute = -1;
         return true;
       case 0x53 /* Sync */:
-        this.pendingReady++;
         this.unsynced = false;
+        if (this.copyIn) return true;
+        this.pendingReady++;
+        if (this.syncsSinceExecute >= 0) this.syncsSinceExecute++;
+        return true;
+      case 0x45 /* Execute */:
+        this.unsynced = true;
+        this.syncsSinceExecute = 0;
         return true;
       case 0x50 /* Parse */:
       case 0x42 /* Bind */:
-      case 0x45 /* Execute */:
       case 0x44 /* Describe */:
       case 0x43 /* Close */:
       case 0x48 /* Flush */:
@@ -143,6 +158,9 @@ export class DirectLink implements ServerOwner {
         return true;
       case 0x47 /* CopyInResponse */:
         this.copyIn = true;
+        this.copyExtended = this.syncsSinceExecute >= 0;
+        if (this.syncsSinceExecute > 0) this.pendingReady -= this.syncsSinceExecute;
+        this.syncsSinceExecute = -1;
         return true;
       case 0x53 /* ParameterStatus */: {
         const [k, v] = parseParameterStatus(body!);
@@ -218,7 +236,10 @@ export class DirectLink implements ServerOwner {
       this.finishDrain();
       return;
     }
-    if (this.copyIn) server.socket.write(COPY_FAIL);
+    if (this.copyIn) {
+      server.socket.write(COPY_FAIL);
+      if (this.copyExtended) this.unsynced = true;
+    }
     if (this.unsynced) {
       // Nothing the client did not sync may commit: the server fails the
       // run first, so the Sync rolls its implicit transaction back.
