@@ -48,6 +48,8 @@ describe('defaults', () => {
       server_lifetime: 3600,
       server_connect_timeout: 15,
       server_reset_query: 'DISCARD ALL',
+      server_check_delay: 30,
+      server_check_query: 'select 1',
       max_packet_size: 1073741823,
       auth_type: 'scram-sha-256',
       auth_query: 'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1',

@@ -113,6 +113,8 @@ export const ConfigSchema = z
       'Query that cleans a server connection after its session-mode client leaves; empty for none',
       'sql',
     ),
+    server_check_delay: setting(seconds().default(30), 'Seconds a server connection may be idle and still be lent without server_check_query; 0: always check', 'seconds'),
+    server_check_query: setting(z.string().default('select 1'), 'Query that proves an idle server connection still works before it is lent; empty for none', 'sql'),
     // A message's length field is a signed 32-bit integer; under 1 KiB even
     // login messages (passwords, SCRAM exchanges) could be refused.
     max_packet_size: setting(

@@ -12,6 +12,13 @@ export interface PoolSettings {
   resetQuery: string;
   /** How long pgmux's own queries (reset) may take, in ms. */
   queryTimeoutMs: number;
+  /**
+   * A connection idle longer than this (ms) runs `checkQuery` before it is
+   * lent (server_check_delay); 0: before every lend.
+   */
+  checkDelayMs: number;
+  /** Query that proves an idle connection still works (server_check_query); empty: none. */
+  checkQuery: string;
 }
 
 const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i;
@@ -78,7 +85,11 @@ export class Pool {
   /** A logged-in server connection for one client, now or when one frees up. */
   acquire(): Promise<ServerConnection> {
     const conn = this.paused ? null : this.takeIdle();
-    if (conn !== null) return Promise.resolve(conn);
+    if (conn !== null) {
+      if (this.needsCheck(conn)) return this.checked(conn);
+      conn.lastUsedAt = Date.now();
+      return Promise.resolve(conn);
+    }
     return new Promise((resolve, reject) => {
       const since = performance.now();
       const waiter: Waiter = {
@@ -109,7 +120,40 @@ export class Pool {
   /** An idle connection at once, or null (none idle, paused, or clients waiting first). */
   tryAcquire(): ServerConnection | null {
     if (this.paused || this.waiters.length > 0) return null;
-    return this.takeIdle();
+    // One that must be checked first is lent by acquire(), which can wait.
+    const next = this.nextIdle();
+    if (next === null || this.needsCheck(next)) return null;
+    const conn = this.takeIdle()!;
+    conn.lastUsedAt = Date.now();
+    return conn;
+  }
+
+  /** Whether an idle connection has been idle long enough to be checked before it is lent. */
+  private needsCheck(conn: ServerConnection): boolean {
+    const s = this.settings;
+    return s.checkQuery !== '' && (s.checkDelayMs === 0 || Date.now() - conn.lastUsedAt > s.checkDelayMs);
+  }
+
+  /**
+   * Runs server_check_query on a connection taken from the idle list; one
+   * that fails it is closed and the client is served by the next one (or a
+   * new one), never given the broken one.
+   */
+  private checked(conn: ServerConnection): Promise<ServerConnection> {
+    return conn.runQuery(this.settings.checkQuery, this.settings.queryTimeoutMs).then(
+      (r) => {
+        if (r.error === null && r.status === 0x49 /* I */) {
+          conn.lastUsedAt = Date.now();
+          return conn;
+        }
+        this.discard(conn);
+        return this.acquire();
+      },
+      () => {
+        this.discard(conn);
+        return this.acquire();
+      },
+    );
   }
 
   /** Takes back a connection whose client is done with it: reset, then reuse or close. */
@@ -190,17 +234,30 @@ export class Pool {
     }
   }
 
-  private takeIdle(): ServerConnection | null {
+  /** The idle connection takeIdle() would lend, after dropping those known to be dead. */
+  private nextIdle(): ServerConnection | null {
     for (;;) {
-      const c = this.idle.pop();
+      const c = this.idle.at(-1);
       if (c === undefined) return null;
-      if (c.closed) continue;
+      if (c.usable) return c;
+      // The server ended it while it sat idle (its close may not have been
+      // handled yet): it leaves the pool instead of reaching a client.
+      this.idle.pop();
       c.onClose = null;
-      this.busy++;
-      this.stats.lent++;
-      c.lastUsedAt = Date.now();
-      return c;
+      c.close();
+      this.stats.closed++;
     }
+  }
+
+  /** Takes the most recently used idle connection; its lastUsedAt still says since when it was idle. */
+  private takeIdle(): ServerConnection | null {
+    const c = this.nextIdle();
+    if (c === null) return null;
+    this.idle.pop();
+    c.onClose = null;
+    this.busy++;
+    this.stats.lent++;
+    return c;
   }
 
   private giveBack(conn: ServerConnection): void {
@@ -247,7 +304,11 @@ export class Pool {
       if (c === null) break;
       const w = this.waiters.shift()!;
       if (w.timer) clearTimeout(w.timer);
-      w.resolve(c);
+      if (this.needsCheck(c)) this.checked(c).then(w.resolve, w.reject);
+      else {
+        c.lastUsedAt = Date.now();
+        w.resolve(c);
+      }
     }
     this.grow();
   }

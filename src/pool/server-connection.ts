@@ -107,15 +107,29 @@ export class ServerConnection implements FrameVisitor {
     }
     if (this.owner !== null) this.owner.onServerChunk(chunk, consumed, borrowed);
     else if (this.pending === null) {
-      // Data while idle in the pool: only asynchronous messages are legal,
-      // and a pooled connection has nobody to give them to. Keep it only if
-      // it is still at a message boundary (e.g. a NoticeResponse on reload).
-      if (!this.reader.atBoundary) this.close();
+      // Data while idle in the pool. PostgreSQL sends nothing to an idle
+      // session but a notice, a parameter report or a notification; anything
+      // else (the FATAL of pg_terminate_backend or a shutdown, which comes
+      // just before the server closes the socket) means the session is over:
+      // it is dropped now, before a client could be lent it.
+      if (this.idleFault || !this.reader.atBoundary) this.close();
     }
+  }
+
+  /** A message arrived while idle that only a dying session sends. */
+  private idleFault = false;
+
+  /** Whether the connection can still be lent: not closed, and the server has not ended its side. */
+  get usable(): boolean {
+    return !this.closed && !this.socket.destroyed && !this.socket.readableEnded && this.socket.writable;
   }
 
   /** Own queries (reset, setup): record ParameterStatus, first error, final status. */
   onMessage(type: number, body: Buffer | null): boolean {
+    if (this.owner === null && this.pending === null && type !== 0x53 /* S */ && type !== 0x4e /* N */ && type !== 0x41 /* A */) {
+      this.idleFault = true;
+      return false;
+    }
     if (type === 0x53 /* S */) {
       const [k, v] = parseParameterStatus(body!);
       this.parameters.set(k, v);
