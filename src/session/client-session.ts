@@ -11,6 +11,7 @@ import {
   negotiateProtocolVersion,
   noticeResponse,
   parameterStatus,
+  parseErrorFields,
   parseStartupPacket,
   protocol2Error,
   PROTOCOL_3_0,
@@ -27,7 +28,7 @@ import { endpointFromServerName } from '../tls/client-tls.ts';
 import { applySettingsQuery, clientSettings } from './startup-params.ts';
 import { sendCancel, type CancelTarget } from './cancel-registry.ts';
 import type { PoolMode, SessionContext } from './context.ts';
-import { DirectLink } from './direct-link.ts';
+import { DirectLink, type DirectHost } from './direct-link.ts';
 import type { OwnReads } from './own-reads.ts';
 import { afterPendingWrites } from './write-hold.ts';
 import { MuxLink } from './mux-link.ts';
@@ -446,7 +447,7 @@ export class ClientSession implements CancelTarget {
       const server = await this.directServer(key);
       if (server === null) return;
       parameters = server.parameters;
-      this.link = new DirectLink(
+      this.link = new SessionLink(
         {
           socket: this.socket,
           maxPacketSize: settings.maxPacketSize,
@@ -457,6 +458,7 @@ export class ClientSession implements CancelTarget {
           stats: this.ctx.stats,
         },
         server,
+        this,
       );
     }
     this.cancelKey = this.ctx.cancels.register(this);
@@ -548,6 +550,7 @@ export class ClientSession implements CancelTarget {
         if (this.phase === enum_.ready) this.socket.resume();
       },
       fatal: (err: unknown) => this.fatal(err),
+      serverFatalForwarded: (message: string) => this.serverFatalForwarded(message),
       terminated: () => this.onTerminate(),
       stats: this.ctx.stats,
       notice: (text: string) => (settings.noticePerNodeStatement ? noticeResponse(text) : null),
@@ -556,9 +559,30 @@ export class ClientSession implements CancelTarget {
 
   // ------------------------------------------------------------ the end
 
-  /** Sends an ErrorResponse and ends this client only. */
+  /**
+   * The server serving this client sent it a FATAL (pg_terminate_backend, a
+   * shutdown, idle_in_transaction_session_timeout) and is closing: that is
+   * the client's last word, as it would be connected to PostgreSQL directly.
+   * Whatever pgmux would add when the server's socket closes is not sent.
+   */
+  serverFatalForwarded(message: string): void {
+    this.serverFatal = message;
+  }
+
+  /** The message of the server's FATAL forwarded to this client, if one was. */
+  private serverFatal: string | null = null;
+
+  /**
+   * Sends an ErrorResponse and ends this client only; after the server's own
+   * FATAL, only ends it.
+   */
   fatal(err: unknown): void {
     if (this.phase === enum_.closed) return;
+    if (this.serverFatal !== null) {
+      this.hangUp(null);
+      this.onClientGone(`server sent FATAL: ${this.serverFatal}`);
+      return;
+    }
     const pgErr =
       err instanceof PgError
         ? err
@@ -607,5 +631,27 @@ export class ClientSession implements CancelTarget {
     const link = this.link;
     if (link instanceof MuxLink) link.close((c) => sendCancel(c.host, c.port, c.processId, c.secretKey));
     else link?.close();
+  }
+}
+
+/**
+ * Session pooling's loop, which also tells the session when the server sent
+ * a FATAL: the client has it already, and the session then only closes.
+ */
+class SessionLink extends DirectLink {
+  private readonly session: ClientSession;
+
+  constructor(host: DirectHost, server: ServerConnection, session: ClientSession) {
+    super(host, server);
+    this.session = session;
+  }
+
+  override onMessage(type: number, body: Buffer | null): boolean {
+    if (type === 0x45 /* ErrorResponse */ && body !== null) {
+      const fields = parseErrorFields(body);
+      const severity = fields.get('V') ?? fields.get('S');
+      if (severity === 'FATAL' || severity === 'PANIC') this.session.serverFatalForwarded(fields.get('M') ?? '');
+    }
+    return super.onMessage(type, body);
   }
 }
