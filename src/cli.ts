@@ -5,6 +5,9 @@ import path from 'node:path';
 import { loadUserlist } from './auth/userlist.ts';
 import { ConfigError, loadConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
+import { openLogFile, type LogFile } from './cli/log-file.ts';
+import { PidFile } from './cli/pid-file.ts';
+import { createLogger } from './logging.ts';
 import { PgmuxServer } from './server.ts';
 
 /** Starts a throw-away primary and replica and points the config at them. */
@@ -73,6 +76,20 @@ async function main(): Promise<number> {
   }
   for (const w of loaded.warnings) console.error(`pgmux: warning: ${w}`);
   let config = loaded.config;
+  // log_file and pid_file before anything is started: a path that cannot
+  // be written, or a pid_file another process holds, stops pgmux at once.
+  let logFile: LogFile | null = null;
+  let pidFile: PidFile | null = null;
+  try {
+    logFile = config.log_file === undefined ? null : openLogFile(config.log_file);
+    pidFile = config.pid_file === undefined ? null : await PidFile.claim(config.pid_file);
+  } catch (err) {
+    if (err instanceof ConfigError) return invalidConfiguration(err);
+    console.error(`pgmux: ${(err as Error).message}`);
+    return 1;
+  }
+  // Removed however the process ends.
+  process.once('exit', () => pidFile?.remove());
   let stopEmbedded: (() => Promise<void>) | null = null;
   let overlay = (c: Config) => c;
   let greeting: string | null = null;
@@ -87,12 +104,14 @@ async function main(): Promise<number> {
     console.error('pgmux: no endpoint configured. Give one with --endpoint main=postgresql://127.0.0.1:5432, or try --embedded.');
     return 2;
   }
-  const server = new PgmuxServer(config);
+  const logger = logFile === null ? undefined : createLogger({ level: config.log_level, format: config.log_format, destination: logFile.stream });
+  const server = new PgmuxServer(config, { logger });
   let addr;
   try {
     addr = await server.start();
   } catch (err) {
     await stopEmbedded?.();
+    pidFile?.remove();
     if (err instanceof ConfigError) return invalidConfiguration(err);
     console.error(`pgmux: ${(err as Error).message}`);
     return 1;
@@ -125,6 +144,8 @@ async function main(): Promise<number> {
     const reloadSource = async () => overlay((await loadConfig(process.argv.slice(2), process.env)).config);
     server.reloadSource = reloadSource;
     process.on('SIGHUP', () => {
+      // A rotated log_file is let go of and opened anew at its path.
+      logFile?.reopen();
       reloadSource()
         .then((next) => server.reload(next))
         .catch((err: Error) => server.log.error({ err: err.message }, 'configuration not reloaded; keeping the running one'));
@@ -132,6 +153,7 @@ async function main(): Promise<number> {
   });
   await stopped;
   await stopEmbedded?.();
+  pidFile?.remove();
   return 0;
 }
 

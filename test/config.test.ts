@@ -43,6 +43,7 @@ describe('defaults', () => {
       max_client_conn: 100,
       max_user_client_conn: 0,
       auth_failure_limit: 20,
+      client_login_timeout: 60,
       query_wait_timeout: 120,
       server_idle_timeout: 600,
       server_lifetime: 3600,

@@ -1,12 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { ConfigError } from '../src/config/errors.ts';
 import { loadConfig } from '../src/config/load.ts';
+import { ConfigSchema } from '../src/config/schema.ts';
+import { CliProcess } from './helpers/cli.ts';
+import { tempDir } from './helpers/temp.ts';
 import { psql } from './helpers/clients.ts';
 import { getCluster } from './cluster-context.ts';
 import { PgmuxServer } from '../src/server.ts';
 import { freePort } from '../src/embedded/cluster.ts';
+import { sleep } from './helpers/pgmux.ts';
 import pino from 'pino';
 
 const INI = (primary: string, port: number, userlist: string) => `
@@ -44,9 +50,9 @@ ignore_startup_parameters = extra_float_digits
 describe('pgbouncer.ini as a drop-in', () => {
   it('maps every key pgmux knows and names the others once, and serves clients with it', async () => {
     const c = getCluster();
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-ini-'));
+    const dir = await tempDir('pgmux-ini-');
     const userlist = path.join(dir, 'userlist.txt');
-    await writeFile(userlist, Object.entries(c.roles).map(([n, r]) => `"${n}" "${r.verifier}"`).join('\n') + '\n');
+    await writeFile(userlist, Object.entries(c.roles).map(([n, r]) => `"${n}" "${r.verifier}"`).join('\n') + '\n', { mode: 0o600 });
     const port = await freePort();
     const file = path.join(dir, 'pgbouncer.ini');
     await writeFile(file, INI(`${c.primary.host}:${c.primary.port}`, port, userlist));
@@ -64,11 +70,13 @@ describe('pgbouncer.ini as a drop-in', () => {
       stats_users: 'other',
       default_endpoint: 'default',
       users: { app: { pool_mode: 'transaction' } },
+      log_file: '/var/log/pgbouncer/pgbouncer.log',
+      pid_file: '/var/run/pgbouncer/pgbouncer.pid',
     });
     expect(loaded.config.endpoints.appdb).toEqual({ nodes: [`postgresql://${c.primary.host}:${c.primary.port}/appdb`], default_pool_size: 3 });
     expect(loaded.config.endpoints.reports.pool_mode).toBe('session');
     expect(loaded.warnings).toHaveLength(1);
-    for (const k of ['pgbouncer.server_check_query', 'pgbouncer.server_check_delay', 'pgbouncer.logfile', 'pgbouncer.pidfile', 'pgbouncer.ignore_startup_parameters', 'databases.reports.connect_query', 'users.app.max_user_connections']) {
+    for (const k of ['pgbouncer.ignore_startup_parameters', 'databases.reports.connect_query', 'users.app.max_user_connections']) {
       expect(loaded.warnings[0]).toContain(k);
     }
     expect((await loadConfig(['--config', file], {})).config).toEqual(loaded.config);
@@ -86,11 +94,182 @@ describe('pgbouncer.ini as a drop-in', () => {
   });
 
   it('refuses %include and lines outside sections with the line number', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-ini-'));
+    const dir = await tempDir('pgmux-ini-');
     const file = path.join(dir, 'bad.ini');
     await writeFile(file, '[pgbouncer]\n%include /etc/other.ini\n');
     await expect(loadConfig([file], {})).rejects.toThrow(/bad.ini:2: %include is not supported/);
     await writeFile(file, 'listen_port = 1\n[pgbouncer]\n');
     await expect(loadConfig([file], {})).rejects.toThrow(/bad.ini:1: expected "key = value" inside a \[section\]/);
+  });
+});
+
+/** The problems loading `text` as a pgbouncer.ini gives, one per line; fails the test if it loads. */
+async function iniProblems(text: string): Promise<{ file: string; problems: string[] }> {
+  const dir = await tempDir('pgmux-ini-');
+  const file = path.join(dir, 'pgbouncer.ini');
+  await writeFile(file, text);
+  const err = await loadConfig([file], {}).then(() => null, (e: unknown) => e);
+  expect(err).toBeInstanceOf(ConfigError);
+  return { file, problems: [...(err as ConfigError).problems] };
+}
+
+async function iniConfig(text: string) {
+  const dir = await tempDir('pgmux-ini-');
+  const file = path.join(dir, 'pgbouncer.ini');
+  await writeFile(file, text);
+  return loadConfig([file], {});
+}
+
+describe('pgbouncer.ini strictness', () => {
+  it('an unknown key in [pgbouncer] is an error with the likely key, not a warning', async () => {
+    const { file, problems } = await iniProblems('[pgbouncer]\npool_mod = transaction\nlisten_prot = 7000\n[databases]\nx = host=h\n');
+    expect(problems).toEqual([
+      `${file}:2: unknown key in [pgbouncer] "pool_mod", did you mean "pool_mode"?`,
+      `${file}:3: unknown key in [pgbouncer] "listen_prot", did you mean "listen_port"?`,
+    ]);
+  });
+
+  it('unknown parameters of [databases] and [users] entries, and unknown sections, are errors too', async () => {
+    const { file, problems } = await iniProblems('[pgbouncer]\n[databases]\nx = host=h pool_sise=3\n[users]\napp = pool_mde=session\n[databses]\ny = host=h\n');
+    expect(problems).toEqual([
+      `${file}:6: unknown section "databses", did you mean "databases"?`,
+      `${file}:3: unknown parameter in [databases] x "pool_sise", did you mean "pool_size"?`,
+      `${file}:5: unknown parameter in [users] app "pool_mde", did you mean "pool_mode"?`,
+    ]);
+  });
+
+  it('an invalid number names the key and the value, never NaN', async () => {
+    const { file, problems } = await iniProblems(
+      '[pgbouncer]\ndefault_pool_size = ten\nquery_wait_timeout = soon\nlisten_port = 70000\nverbose = loud\n[databases]\nx = host=h port=fifty pool_size=2.5\n[users]\napp = pool_size=many\n',
+    );
+    expect(problems).toEqual([
+      `${file}:2: default_pool_size = "ten": expected an integer`,
+      `${file}:3: query_wait_timeout = "soon": expected a number of seconds`,
+      `${file}:4: listen_port = 70000: expected 1-65535`,
+      `${file}:5: verbose = "loud": expected an integer`,
+      `${file}:7: port = "fifty": expected an integer`,
+      `${file}:7: pool_size = "2.5": expected an integer`,
+      `${file}:9: pool_size = "many": expected an integer`,
+    ]);
+    for (const p of problems) expect(p).not.toContain('NaN');
+  });
+
+  it('refuses, all at once, every setting whose loss would weaken security or change who logs in', async () => {
+    const text = [
+      '[pgbouncer]',
+      'auth_type = hba',
+      'auth_hba_file = /etc/pgbouncer/hba.conf',
+      'client_tls_sslmode = verify-full',
+      'client_tls_protocols = tlsv1.3',
+      'server_tls_cert_file = /etc/pgbouncer/client.crt',
+      'disable_pqexec = 1',
+      'auth_dbname = authdb',
+      'user = someone-else-than-us',
+      '[databases]',
+      'forced = host=h user=app password=forced-secret-1',
+      'other = host=h auth_user=checker',
+    ].join('\n');
+    const { file, problems } = await iniProblems(text);
+    expect(problems.map((p) => p.slice(file.length + 1))).toEqual([
+      '2: auth_type = hba is not supported yet: pgmux has no pg_hba.conf-style rules; use scram-sha-256, md5, plain or trust',
+      '3: auth_hba_file = /etc/pgbouncer/hba.conf is not supported: pgmux has no pg_hba.conf-style rules yet; remove it and use auth_type = scram-sha-256, md5, plain or trust',
+      '4: client_tls_sslmode = verify-full is not supported yet: pgmux does not check client certificates; use require',
+      '5: client_tls_protocols = tlsv1.3 is not supported: pgmux uses Node.js TLS defaults (TLS 1.2 and 1.3, its default cipher suites and curves) and cannot narrow them yet',
+      '6: server_tls_cert_file = /etc/pgbouncer/client.crt is not supported: pgmux cannot present a client certificate to servers yet',
+      '7: disable_pqexec = 1 is not supported: pgmux cannot refuse the simple query protocol yet',
+      '8: auth_dbname = authdb is not supported: pgmux runs auth_query in the database the client asked for and cannot choose another yet',
+      '9: user = someone-else-than-us is not supported: pgmux does not switch OS users; start it as someone-else-than-us',
+      "11: [databases] forced: the user parameter is not supported: pgmux logs in to servers as the client's own user and cannot force another yet",
+      "11: [databases] forced: the password parameter is not supported: pgmux logs in to servers as the client's own user and cannot force another yet",
+      '12: [databases] other: the auth_user parameter is not supported: pgmux has one auth_user for every database and cannot set one per database yet',
+    ]);
+    expect(problems.join('\n')).not.toContain('forced-secret-1');
+  });
+
+  it('accepts the values of those settings that pgmux already honours', async () => {
+    const { config, warnings } = await iniConfig(
+      [
+        '[pgbouncer]',
+        'auth_type = plain',
+        'auth_hba_file =',
+        'client_tls_protocols = secure',
+        'server_tls_protocols = tlsv1.2,tlsv1.3',
+        'client_tls_ciphers = default',
+        'disable_pqexec = 0',
+        `user = ${os.userInfo().username}`,
+        '[databases]',
+        'x = host=h',
+      ].join('\n'),
+    );
+    expect(config.auth_type).toBe('password');
+    expect(warnings).toEqual([]);
+  });
+
+  it('listen_addr: one address (IPv6 in brackets) or "*"; a list is refused, since pgmux listens on one address', async () => {
+    expect((await iniConfig('[pgbouncer]\nlisten_addr = ::1\nlisten_port = 7000\n')).config.listen).toBe('[::1]:7000');
+    expect((await iniConfig('[pgbouncer]\nlisten_addr = *\n')).config.listen).toBe('0.0.0.0:6432');
+    const { file, problems } = await iniProblems('[pgbouncer]\nlisten_addr = 127.0.0.1, ::1\n');
+    expect(problems).toEqual([`${file}:2: listen_addr lists 2 addresses (127.0.0.1, ::1); pgmux listens on one address: keep one, or "*" for all`]);
+  });
+
+  it('an IPv6 host in [databases] becomes a valid node URL; a Unix socket directory is refused', async () => {
+    const { config } = await iniConfig('[databases]\nv6 = host=::1 port=5433 dbname=app\nboth = host=10.0.0.1,fe80::2\n');
+    expect(config.endpoints.v6.nodes).toEqual(['postgresql://[::1]:5433/app']);
+    expect(config.endpoints.both.nodes).toEqual(['postgresql://10.0.0.1:5432/both', 'postgresql://[fe80::2]:5432/both']);
+    const { file, problems } = await iniProblems('[databases]\nsock = host=/var/run/postgresql\n');
+    expect(problems).toEqual([`${file}:2: [databases] sock: host "/var/run/postgresql": pgmux connects to servers over TCP only; give a host name or address`]);
+  });
+
+  it("keeps PgBouncer's defaults where pgmux's would be weaker: TLS to servers when offered, and its auth_query", async () => {
+    const { config } = await iniConfig('[pgbouncer]\nauth_user = checker\n[databases]\nx = host=h\n');
+    expect(config.server_tls_sslmode).toBe('prefer');
+    expect(config.auth_query).toContain('rolvaliduntil');
+    expect(config.auth_query).not.toBe(ConfigSchema.parse({}).auth_query);
+    // Given ones win, as any setting.
+    expect((await iniConfig('[pgbouncer]\nserver_tls_sslmode = disable\nauth_query = SELECT 1, 2\n')).config).toMatchObject({ server_tls_sslmode: 'disable', auth_query: 'SELECT 1, 2' });
+  });
+
+  it('pidfile is written at start and removed at stop; logfile gets the log lines', async () => {
+    const c = getCluster();
+    const dir = await tempDir('pgmux-ini-');
+    const pidfile = path.join(dir, 'pgmux.pid');
+    const logfile = path.join(dir, 'pgmux.log');
+    const port = await freePort();
+    const file = path.join(dir, 'pgbouncer.ini');
+    await writeFile(
+      file,
+      `[databases]\nappdb = host=${c.primary.host} port=${c.primary.port}\n[pgbouncer]\nlisten_port = ${port}\nauth_type = trust\nserver_tls_sslmode = disable\npidfile = ${pidfile}\nlogfile = ${logfile}\n`,
+    );
+    const pgmux = new CliProcess([file]);
+    try {
+      for (let i = 0; i < 300 && !existsSync(logfile); i++) await sleep(20);
+      for (let i = 0; i < 300 && !(await readFile(logfile, 'utf8').catch(() => '')).includes('listening'); i++) await sleep(20);
+      expect(await readFile(logfile, 'utf8')).toContain('"msg":"listening"');
+      expect((await readFile(pidfile, 'utf8')).trim()).toBe(String(pgmux.child.pid));
+      // Standard output stays free of log lines.
+      expect(pgmux.output).not.toContain('listening');
+      pgmux.signal('SIGTERM');
+      expect((await pgmux.exited).code).toBe(0);
+      expect(existsSync(pidfile)).toBe(false);
+      expect(await readFile(logfile, 'utf8')).toContain('"msg":"stopping"');
+    } finally {
+      pgmux.kill();
+    }
+  });
+
+  it('a pidfile naming a running process stops pgmux before it starts', async () => {
+    const dir = await tempDir('pgmux-ini-');
+    const pidfile = path.join(dir, 'pgmux.pid');
+    await writeFile(pidfile, `${process.pid}\n`);
+    const file = path.join(dir, 'pgbouncer.ini');
+    await writeFile(file, `[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_port = ${await freePort()}\npidfile = ${pidfile}\n`);
+    const pgmux = new CliProcess([file]);
+    try {
+      expect((await pgmux.exited).code).toBe(1);
+      expect(pgmux.output).toContain(`pid_file "${pidfile}" names process ${process.pid}, which is running`);
+      expect(await readFile(pidfile, 'utf8')).toBe(`${process.pid}\n`);
+    } finally {
+      pgmux.kill();
+    }
   });
 });

@@ -46,7 +46,7 @@ export interface LoadedConfig {
   configPath?: string;
   /** --embedded: start a throw-away local primary and replica and serve them. */
   embedded: boolean;
-  /** Things the operator should know at start (pgbouncer.ini keys pgmux ignores). */
+  /** Things the operator should know at start (pgbouncer.ini settings pgmux does without). */
   warnings: string[];
   /**
    * Text to print instead of starting, for --help or --version. `config`
@@ -56,6 +56,9 @@ export interface LoadedConfig {
 }
 
 const ENV_PREFIX = 'PGMUX_';
+
+/** Settings naming files that, given in the config file, are relative to it. */
+const RELATIVE_TO_FILE = ['auth_file', 'log_file', 'pid_file'];
 const kebab = (key: string) => key.replaceAll('_', '-');
 
 /** Every flag that sets configuration, in --help order. */
@@ -157,7 +160,7 @@ export async function readConfigFile(file: string, warnings: string[] = []): Pro
   }
   if (isPgbouncerIni(file, text)) {
     const { config, ignored } = pgbouncerIniToConfig(text, file);
-    if (ignored.length > 0) warnings.push(`${file}: pgbouncer.ini settings pgmux does not use: ${ignored.join(', ')}`);
+    if (ignored.length > 0) warnings.push(`${file}: pgbouncer.ini settings pgmux does without (none affects who may log in): ${ignored.join(', ')}`);
     return config;
   }
   try {
@@ -350,11 +353,13 @@ export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promis
     // TOML documents are always tables; this only guards the type.
     file = isTable(parsed) ? parsed : {};
     sources.set('', `in ${configPath}`);
-    // A relative auth_file in the file is relative to the file, as a file
-    // moved together with its userlist.txt would expect.
-    const authFile = file.auth_file;
-    if (typeof authFile === 'string' && authFile !== '' && !path.isAbsolute(authFile)) {
-      file = { ...file, auth_file: path.resolve(path.dirname(configPath), authFile) };
+    // A relative path in the file is relative to the file, as a file moved
+    // together with its userlist.txt would expect.
+    for (const key of RELATIVE_TO_FILE) {
+      const value = file[key];
+      if (typeof value === 'string' && value !== '' && !path.isAbsolute(value)) {
+        file = { ...file, [key]: path.resolve(path.dirname(configPath), value) };
+      }
     }
   }
 

@@ -1,36 +1,55 @@
+import os from 'node:os';
 import { ConfigError } from './errors.ts';
+import { closestKey } from './issues.ts';
+import { DATABASE_KEYS, PGBOUNCER_KEYS, SECTIONS, USER_KEYS, type KeyRule, type ValueKind } from './pgbouncer-keys.ts';
+import { scalarSettings } from './introspect.ts';
 
 /**
  * PgBouncer's pgbouncer.ini as a pgmux configuration: `[databases]` become
- * endpoints, `[users]` per-user pool modes, and every `[pgbouncer]` key
- * pgmux has an equivalent for maps to it. Keys without one are returned by
- * name so pgmux can say, once, what it ignores.
+ * endpoints, `[users]` per-user settings, and every `[pgbouncer]` key
+ * pgmux has an equivalent for maps to it (pgbouncer-keys.ts says which).
+ *
+ * Read as strictly as PgBouncer reads it: a key PgBouncer does not know,
+ * a number that is not one, or a setting pgmux cannot honour without
+ * weakening security or changing who logs in stops pgmux, every problem at
+ * once. Settings pgmux can safely do without are returned by name so pgmux
+ * can say, once, what it ignores.
  */
 
 export function isPgbouncerIni(file: string, text: string): boolean {
   return file.endsWith('.ini') || /^\s*\[pgbouncer\]\s*$/im.test(text);
 }
 
-type Sections = Map<string, [key: string, value: string, line: number][]>;
+export interface IniEntry {
+  key: string;
+  value: string;
+  line: number;
+}
 
+/** Each section's `key = value` lines, and the line the section (first) starts on. */
+type Sections = Map<string, { line: number; entries: IniEntry[] }>;
+
+/** The file's sections and their `key = value` lines; a line that is neither is a ConfigError. */
 export function parseIni(text: string, file: string): Sections {
   const sections: Sections = new Map();
+  const problems: string[] = [];
   let current: string | null = null;
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.trim();
     if (line === '' || line.startsWith(';') || line.startsWith('#')) return;
-    if (line.startsWith('%include')) throw new ConfigError(`${file}:${i + 1}: %include is not supported; merge the included file into this one`);
+    if (line.startsWith('%include')) return problems.push(`${file}:${i + 1}: %include is not supported; merge the included file into this one`);
     const section = /^\[([^\]]+)\]$/.exec(line);
     if (section !== null) {
       current = section[1].trim().toLowerCase();
-      if (!sections.has(current)) sections.set(current, []);
+      if (!sections.has(current)) sections.set(current, { line: i + 1, entries: [] });
       return;
     }
     const eq = line.indexOf('=');
     // The line is not quoted back: a stray line may well be a password.
-    if (eq < 0 || current === null) throw new ConfigError(`${file}:${i + 1}: expected "key = value" inside a [section]`);
-    sections.get(current)!.push([line.slice(0, eq).trim(), line.slice(eq + 1).trim(), i + 1]);
+    if (eq < 0 || current === null) return problems.push(`${file}:${i + 1}: expected "key = value" inside a [section]`);
+    sections.get(current)!.entries.push({ key: line.slice(0, eq).trim(), value: line.slice(eq + 1).trim(), line: i + 1 });
   });
+  if (problems.length > 0) throw new ConfigError(problems);
   return sections;
 }
 
@@ -43,89 +62,228 @@ export function parseConnString(s: string): Map<string, string> {
   return out;
 }
 
-const SECONDS = (v: string) => Number(v);
-const INT = (v: string) => Number.parseInt(v, 10);
-
-/** [pgbouncer] keys with the same meaning in pgmux, and how to read their values. */
-const SAME: Record<string, (v: string) => unknown> = {
-  pool_mode: String,
-  default_pool_size: INT,
-  max_client_conn: INT,
-  client_login_timeout: SECONDS,
-  query_wait_timeout: SECONDS,
-  server_idle_timeout: SECONDS,
-  server_lifetime: SECONDS,
-  server_connect_timeout: SECONDS,
-  server_reset_query: String,
-  auth_file: String,
-  auth_user: String,
-  auth_query: String,
-  admin_users: String,
-  stats_users: String,
-  client_tls_cert_file: String,
-  client_tls_key_file: String,
-  server_tls_ca_file: String,
-  max_prepared_statements: INT,
-  track_extra_parameters: String,
-  pkt_buf: () => undefined,
-};
-
 export interface IniResult {
   config: Record<string, unknown>;
-  /** "section.key" of every setting pgmux does not use, once each. */
+  /** "section.key" of every setting pgmux does without, once each. */
   ignored: string[];
+}
+
+// PgBouncer reads integers with strtol and durations as seconds with strtod.
+const INTEGER = /^[+-]?[0-9]+$/;
+const SECONDS = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
+
+const AUTH_TYPES: Record<string, string> = { 'scram-sha-256': 'scram-sha-256', md5: 'md5', plain: 'password', trust: 'trust' };
+
+/**
+ * PgBouncer's own default auth_query. It refuses roles whose password has
+ * expired (rolvaliduntil) and roles without LOGIN; pgmux's default does
+ * not, so an ini that relies on the default keeps PgBouncer's, and with it
+ * the same set of users who may log in.
+ */
+const PGBOUNCER_AUTH_QUERY =
+  'SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin';
+
+/** A host of a [databases] entry as it goes into a node URL. */
+function urlHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+class Translation {
+  readonly config: Record<string, unknown> = {};
+  readonly ignored = new Set<string>();
+  readonly problems: string[] = [];
+
+  private readonly file: string;
+
+  constructor(file: string) {
+    this.file = file;
+  }
+
+  problem(line: number, what: string): void {
+    this.problems.push(`${this.file}:${line}: ${what}`);
+  }
+
+  /** A value read as the kind the key takes, or undefined after reporting why it cannot be. */
+  read(kind: ValueKind, name: string, value: string, line: number): string | number | undefined {
+    if (kind === 'string') return value;
+    const ok = kind === 'integer' ? INTEGER.test(value) : SECONDS.test(value);
+    if (ok) return Number(value);
+    this.problem(line, `${name} = ${JSON.stringify(value)}: expected ${kind === 'integer' ? 'an integer' : 'a number of seconds'}`);
+    return undefined;
+  }
+
+  /**
+   * What a rule says about one key: the value when it maps, nothing when
+   * ignored (remembered for the warning) or refused (reported).
+   */
+  apply(rule: KeyRule, label: string, value: string, line: number, shown: string): string | number | undefined {
+    if (rule.kind === 'ignore') {
+      this.ignored.add(label);
+      return undefined;
+    }
+    if (rule.kind === 'refuse') {
+      if (rule.unless?.(value) === true) return undefined;
+      this.problem(line, `${shown} is not supported: ${rule.why}`);
+      return undefined;
+    }
+    return this.read(rule.value ?? 'string', label.split('.').pop()!, value, line);
+  }
+
+  unknown(line: number, what: string, key: string, known: readonly string[]): void {
+    const hint = closestKey(key, known);
+    this.problem(line, `unknown ${what} "${key}"${hint === undefined ? '' : `, did you mean "${hint}"?`}`);
+  }
+}
+
+function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
+  let listenAddr = '127.0.0.1';
+  let listenPort: number | undefined = 6432;
+  const known = Object.keys(PGBOUNCER_KEYS);
+  for (const { key: rawKey, value, line } of entries) {
+    const key = rawKey.toLowerCase();
+    const rule = PGBOUNCER_KEYS[key];
+    if (rule === undefined) {
+      t.unknown(line, 'key in [pgbouncer]', rawKey, known);
+      continue;
+    }
+    switch (key) {
+      case 'listen_addr': {
+        const addrs = value.split(',').map((a) => a.trim()).filter((a) => a !== '');
+        if (addrs.length > 1) {
+          t.problem(line, `listen_addr lists ${addrs.length} addresses (${addrs.join(', ')}); pgmux listens on one address: keep one, or "*" for all`);
+        } else if (addrs.length === 1) {
+          // "*" is every IPv4 address; pgmux's listener takes one address.
+          listenAddr = addrs[0] === '*' ? '0.0.0.0' : addrs[0];
+        }
+        continue;
+      }
+      case 'listen_port': {
+        const port = t.read('integer', key, value, line);
+        if (typeof port === 'number' && (port < 1 || port > 65535)) t.problem(line, `listen_port = ${port}: expected 1-65535`);
+        listenPort = typeof port === 'number' ? port : undefined;
+        continue;
+      }
+      case 'auth_type': {
+        const mapped = AUTH_TYPES[value.toLowerCase()];
+        if (mapped !== undefined) t.config.auth_type = mapped;
+        else if (value.toLowerCase() === 'hba') t.problem(line, 'auth_type = hba is not supported yet: pgmux has no pg_hba.conf-style rules; use scram-sha-256, md5, plain or trust');
+        else t.problem(line, `auth_type = ${JSON.stringify(value)} is not supported: expected scram-sha-256, md5, plain or trust`);
+        continue;
+      }
+      case 'client_tls_sslmode':
+        if (value === 'verify-ca' || value === 'verify-full') {
+          t.problem(line, `client_tls_sslmode = ${value} is not supported yet: pgmux does not check client certificates; use require`);
+        } else t.config.client_tls_sslmode = value;
+        continue;
+      case 'verbose': {
+        const level = t.read('integer', key, value, line);
+        if (typeof level === 'number') t.config.log_level = level >= 2 ? 'trace' : level === 1 ? 'debug' : 'info';
+        continue;
+      }
+      case 'user':
+        // PgBouncer switches to this OS user after start; running as
+        // someone else (root) instead would be a quiet loss of privilege
+        // separation, so pgmux must already be running as it.
+        if (value !== '' && value !== os.userInfo().username) {
+          t.problem(line, `user = ${value} is not supported: pgmux does not switch OS users; start it as ${value}`);
+        }
+        continue;
+    }
+    if (rule.kind === 'refuse') {
+      t.apply(rule, `pgbouncer.${key}`, value, line, `${key} = ${value}`);
+      continue;
+    }
+    // Same name, same meaning: whatever pgmux has a setting for maps to it,
+    // read as the schema types it; the rest is done without.
+    const to = rule.kind === 'map' ? (rule.to ?? key) : key;
+    const setting = scalarSettings().find((s) => s.key === to);
+    if (setting === undefined) {
+      t.ignored.add(`pgbouncer.${key}`);
+      continue;
+    }
+    const kind: ValueKind = setting.kind === 'integer' ? 'integer' : setting.kind === 'number' ? 'seconds' : 'string';
+    const v = t.read(kind, key, value, line);
+    if (v !== undefined) t.config[to] = v;
+  }
+  if (listenPort !== undefined) t.config.listen = `${urlHost(listenAddr)}:${listenPort}`;
+}
+
+function translateDatabases(t: Translation, entries: IniEntry[]): void {
+  const endpoints: Record<string, Record<string, unknown>> = {};
+  const known = Object.keys(DATABASE_KEYS);
+  for (const { key: name, value, line } of entries) {
+    const c = parseConnString(value);
+    const ep = name === '*' ? 'default' : name;
+    const entry: Record<string, unknown> = {};
+    let port: number | undefined = 5432;
+    for (const [k, v] of c) {
+      const rule = DATABASE_KEYS[k];
+      if (rule === undefined) {
+        t.unknown(line, `parameter in [databases] ${name}`, k, known);
+        continue;
+      }
+      if (k === 'host' || k === 'dbname') continue;
+      // Never shown with its value: password= is a secret, user= says whose.
+      const got = t.apply(rule, `databases.${name}.${k}`, v, line, `[databases] ${name}: the ${k} parameter`);
+      if (got === undefined) {
+        if (k === 'port' && rule.kind === 'map') port = undefined;
+        continue;
+      }
+      if (k === 'port') {
+        port = got as number;
+        if (port < 1 || port > 65535) t.problem(line, `[databases] ${name}: port = ${port}: expected 1-65535`);
+      } else if (rule.kind === 'map') entry[rule.to ?? k] = got;
+    }
+    const hosts = (c.get('host') ?? '127.0.0.1').split(',').map((h) => h.trim());
+    const socket = hosts.find((h) => h.startsWith('/') || h === '');
+    if (socket !== undefined) {
+      t.problem(line, `[databases] ${name}: host ${JSON.stringify(socket)}: pgmux connects to servers over TCP only; give a host name or address`);
+      continue;
+    }
+    const db = c.get('dbname') ?? (name === '*' ? '' : name);
+    if (port === undefined) continue;
+    endpoints[ep] = {
+      nodes: hosts.map((h) => `postgresql://${urlHost(h)}:${port}${db === '' ? '' : `/${encodeURIComponent(db)}`}`),
+      ...entry,
+    };
+    if (name === '*') t.config.default_endpoint = 'default';
+  }
+  t.config.endpoints = endpoints;
+}
+
+function translateUsers(t: Translation, entries: IniEntry[]): void {
+  const users: Record<string, Record<string, unknown>> = {};
+  const known = Object.keys(USER_KEYS);
+  for (const { key: name, value, line } of entries) {
+    users[name] = {};
+    for (const [k, v] of parseConnString(value)) {
+      const rule = USER_KEYS[k];
+      if (rule === undefined) {
+        t.unknown(line, `parameter in [users] ${name}`, k, known);
+        continue;
+      }
+      const got = t.apply(rule, `users.${name}.${k}`, v, line, `[users] ${name}: the ${k} parameter`);
+      if (got !== undefined && rule.kind === 'map') users[name][rule.to ?? k] = got;
+    }
+  }
+  if (Object.keys(users).length > 0) t.config.users = users;
 }
 
 export function pgbouncerIniToConfig(text: string, file: string): IniResult {
   const sections = parseIni(text, file);
-  const config: Record<string, unknown> = {};
-  const ignored = new Set<string>();
-  let listenAddr = '127.0.0.1';
-  let listenPort = '6432';
-
-  for (const [key, value] of sections.get('pgbouncer') ?? []) {
-    const k = key.toLowerCase();
-    if (k === 'listen_addr') listenAddr = value.split(',')[0].trim() === '*' ? '0.0.0.0' : value.split(',')[0].trim();
-    else if (k === 'listen_port') listenPort = value;
-    else if (k === 'auth_type') {
-      const map: Record<string, string> = { 'scram-sha-256': 'scram-sha-256', md5: 'md5', plain: 'password', trust: 'trust' };
-      if (map[value] !== undefined) config.auth_type = map[value];
-      else ignored.add(`pgbouncer.auth_type = ${value}`);
-    } else if (k === 'client_tls_sslmode') {
-      // pgmux does not ask clients for certificates: verify-* act as require.
-      config.client_tls_sslmode = value === 'verify-ca' || value === 'verify-full' ? 'require' : value;
-      if (value.startsWith('verify')) ignored.add(`pgbouncer.client_tls_sslmode = ${value} (client certificates)`);
-    } else if (k === 'server_tls_sslmode') config.server_tls_sslmode = value;
-    else if (k === 'verbose') config.log_level = Number(value) >= 2 ? 'trace' : Number(value) === 1 ? 'debug' : 'info';
-    else if (k === 'shutdown_wait_timeout') config.shutdown_timeout = SECONDS(value);
-    else if (SAME[k] !== undefined && k !== 'pkt_buf') config[k] = SAME[k](value);
-    else ignored.add(`pgbouncer.${k}`);
+  const t = new Translation(file);
+  // PgBouncer's defaults where pgmux's differ in a way that matters for
+  // security: TLS to servers when they offer it, and its auth_query.
+  t.config.server_tls_sslmode = 'prefer';
+  t.config.auth_query = PGBOUNCER_AUTH_QUERY;
+  for (const [name, { line }] of sections) {
+    // A misspelt [databases] would otherwise leave pgmux without them.
+    if (!SECTIONS.includes(name)) t.unknown(line, 'section', name, SECTIONS);
   }
-  config.listen = `${listenAddr.includes(':') ? `[${listenAddr}]` : listenAddr}:${listenPort}`;
-
-  const endpoints: Record<string, Record<string, unknown>> = {};
-  for (const [name, value] of sections.get('databases') ?? []) {
-    const c = parseConnString(value);
-    const ep = name === '*' ? 'default' : name;
-    const hosts = (c.get('host') ?? '127.0.0.1').split(',');
-    const port = c.get('port') ?? '5432';
-    const db = c.get('dbname') ?? (name === '*' ? '' : name);
-    endpoints[ep] = { nodes: hosts.map((h) => `postgresql://${h.trim()}:${port}${db === '' ? '' : `/${encodeURIComponent(db)}`}`) };
-    if (c.has('pool_mode')) endpoints[ep].pool_mode = c.get('pool_mode');
-    if (c.has('pool_size')) endpoints[ep].default_pool_size = INT(c.get('pool_size')!);
-    if (name === '*') config.default_endpoint = 'default';
-    for (const k of c.keys()) if (!['host', 'port', 'dbname', 'pool_mode', 'pool_size'].includes(k)) ignored.add(`databases.${name}.${k}`);
-  }
-  config.endpoints = endpoints;
-
-  const users: Record<string, Record<string, unknown>> = {};
-  for (const [name, value] of sections.get('users') ?? []) {
-    const c = parseConnString(value);
-    users[name] = {};
-    if (c.has('pool_mode')) users[name].pool_mode = c.get('pool_mode');
-    for (const k of c.keys()) if (k !== 'pool_mode') ignored.add(`users.${name}.${k}`);
-  }
-  if (Object.keys(users).length > 0) config.users = users;
-  for (const s of sections.keys()) if (!['pgbouncer', 'databases', 'users'].includes(s)) ignored.add(`[${s}]`);
-  return { config, ignored: [...ignored] };
+  translatePgbouncer(t, sections.get('pgbouncer')?.entries ?? []);
+  translateDatabases(t, sections.get('databases')?.entries ?? []);
+  translateUsers(t, sections.get('users')?.entries ?? []);
+  if ((sections.get('peers')?.entries ?? []).length > 0) t.ignored.add('[peers]');
+  if (t.problems.length > 0) throw new ConfigError(t.problems);
+  return { config: t.config, ignored: [...t.ignored] };
 }

@@ -135,6 +135,8 @@ export const ConfigSchema = z
     users: setting(z.record(z.string().min(1), UserSchema).default({}), 'Per-user settings, by user name'),
     log_level: setting(z.enum(LOG_LEVELS).default('info'), 'Least severe log messages written', 'level'),
     log_format: setting(z.enum(LOG_FORMATS).default('auto'), 'Log lines as JSON, readable text, or text only when stdout is a terminal', 'format'),
+    log_file: setting(z.string().min(1).optional(), 'File log lines are appended to instead of standard output; reopened on SIGHUP', 'file'),
+    pid_file: setting(z.string().min(1).optional(), 'File pgmux writes its process id to once listening, and removes when it stops', 'file'),
 
     // Transaction pooling
     max_prepared_statements: setting(
