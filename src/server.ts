@@ -80,6 +80,11 @@ export class PgmuxServer {
   readonly pools: Pools;
   readonly credentials: CredentialStore;
   readonly sessions = new Set<ClientSession>();
+  /**
+   * Databases pgmux has logged in to since it started: the admin console
+   * knows them by name even while no pool or client of theirs is left.
+   */
+  readonly servedDatabases = new Set<string>();
   /** Clients counted against max_client_conn. */
   private readonly admitted = new Set<ClientSession>();
   private sessionSettings: SessionSettings;
@@ -202,6 +207,7 @@ export class PgmuxServer {
       if (err instanceof PgError && err.code.startsWith('08')) this.registry.connectFailed(key.endpoint);
       throw err;
     }
+    this.servedDatabases.add(key.database);
     this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, pid: login.processId }, 'server connection opened');
     const conn = new ServerConnection(login, node.host, node.port);
     conn.node = key.node ?? 0;

@@ -13,6 +13,9 @@ const CHANGEABLE = new Set([
 ]);
 
 const s = (seconds: number) => Math.round(seconds * 1000);
+
+/** What admin console clients have as their endpoint. */
+const ADMIN_ENDPOINT = '(admin)';
 const time = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
 
 /**
@@ -134,27 +137,55 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
         return null;
     }
   };
+  /**
+   * Database names the console's commands may name: those pgmux has logged
+   * in to, those of the pools and of the clients, and those the endpoints'
+   * node URLs name; with
+   * `endpoints`, endpoint names too (KILL and RECONNECT act on either).
+   */
+  const knownDatabase = (name: string, endpoints: boolean): boolean => {
+    if (endpoints && server.registry.endpoints().has(name)) return true;
+    if (server.servedDatabases.has(name) || pools().some((x) => x.database === name)) return true;
+    for (const s of server.sessions) if (s.database === name && s.endpointName !== ADMIN_ENDPOINT) return true;
+    for (const ep of server.registry.endpoints().values()) if (ep.nodes.some((n) => n.database === name)) return true;
+    return false;
+  };
+  /** An unknown name is an error the console goes on after, in PgBouncer's words. */
+  const mustKnow = (name: string | undefined, endpoints: boolean) => {
+    if (name !== undefined && !knownDatabase(name, endpoints)) throw new PgError(SqlState.INVALID_CATALOG_NAME, `no such database: ${name}`, { severity: 'ERROR' });
+  };
   return {
     show,
     reload: async () => server.reload(await reloadSource()),
     set: async (key, value) => {
-      if (!CHANGEABLE.has(key)) throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, `"${key}" cannot be changed with SET`, { hint: 'Change it in the configuration and RELOAD, or restart.' });
+      if (!Object.hasOwn(ConfigSchema.shape, key)) throw new PgError(SqlState.UNDEFINED_OBJECT, `unrecognized configuration parameter "${key}"`, { severity: 'ERROR', hint: 'SHOW CONFIG lists the settings.' });
+      if (!CHANGEABLE.has(key)) throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, `"${key}" cannot be changed with SET`, { severity: 'ERROR', hint: 'Change it in the configuration and RELOAD, or restart.' });
       const current = server.currentConfig as Record<string, unknown>;
       const raw = typeof current[key] === 'number' ? Number(value) : typeof current[key] === 'boolean' ? ['on', 'true', '1', 'yes'].includes(value.toLowerCase()) : value;
       const parsed = ConfigSchema.safeParse({ ...current, [key]: raw });
       if (!parsed.success) throw new PgError(SqlState.INVALID_PARAMETER_VALUE, `invalid value for ${key}: ${parsed.error.issues[0]?.message ?? value}`);
       await server.reload(parsed.data);
     },
-    kill: (database) => server.kill(database),
-    reconnect: (database) => server.reconnect(database),
+    kill: (database) => {
+      mustKnow(database, true);
+      server.kill(database);
+    },
+    reconnect: (database) => {
+      mustKnow(database, true);
+      server.reconnect(database);
+    },
     pause: async (database) => {
+      mustKnow(database, false);
       try {
         await server.pools.pause(database, s(server.currentConfig.shutdown_timeout));
       } catch (err) {
         throw new PgError(SqlState.QUERY_CANCELED, `PAUSE did not complete: ${(err as Error).message}`, { hint: 'Clients keep waiting; RESUME releases them.' });
       }
     },
-    resume: (database) => server.pools.resume(database),
+    resume: (database) => {
+      mustKnow(database, false);
+      server.pools.resume(database);
+    },
     shutdown: (mode) => shutdown(mode),
   };
 }

@@ -1,5 +1,5 @@
 import { PgError, SqlState } from '../protocol/errors.ts';
-import { TYPE_OID, commandComplete, dataRow, errorResponse, readyForQuery, rowDescription } from '../protocol/messages.ts';
+import { TYPE_OID, commandComplete, dataRow, errorResponse, noticeResponseFields, readyForQuery, rowDescription } from '../protocol/messages.ts';
 
 /** A column of an admin result set: its name and type, as PgBouncer names them. */
 export type Column = [name: string, type: 'text' | 'int4' | 'int8' | 'float8' | 'bool'];
@@ -22,7 +22,7 @@ export interface AdminBackend {
   shutdown(mode: 'now' | 'wait_for_clients' | 'wait_for_servers'): void;
 }
 
-export const SHOW_COMMANDS = ['POOLS', 'CLIENTS', 'SERVERS', 'STATS', 'STATS_TOTALS', 'STATS_AVERAGES', 'DATABASES', 'USERS', 'CONFIG', 'VERSION', 'LISTS', 'ENDPOINTS', 'NODES'];
+export const SHOW_COMMANDS = ['HELP', 'POOLS', 'CLIENTS', 'SERVERS', 'STATS', 'STATS_TOTALS', 'STATS_AVERAGES', 'DATABASES', 'USERS', 'CONFIG', 'VERSION', 'LISTS', 'ENDPOINTS', 'NODES'];
 
 export type Rights = 'admin' | 'stats';
 
@@ -58,7 +58,7 @@ export function parseCommand(sql: string): Command {
   const verb = (w[0] ?? '').toUpperCase();
   const syntax = () =>
     new PgError(SqlState.SYNTAX_ERROR, `invalid command "${sql.trim().slice(0, 60)}"`, {
-      hint: `Commands: SHOW ${SHOW_COMMANDS.join('|')}, PAUSE [db], RESUME [db], RELOAD, SET key = value, KILL db, RECONNECT [db], SHUTDOWN [WAIT_FOR_CLIENTS|WAIT_FOR_SERVERS].`,
+      hint: `Commands: ${COMMANDS.join(', ')}.`,
     });
   switch (verb) {
     case 'SHOW': {
@@ -93,6 +93,23 @@ export function parseCommand(sql: string): Command {
   }
 }
 
+/** Every command, one a line, as SHOW HELP lists them. */
+export const COMMANDS = [
+  `SHOW ${SHOW_COMMANDS.join('|')}`,
+  'SET key = value',
+  'RELOAD',
+  'PAUSE [db]',
+  'RESUME [db]',
+  'KILL db',
+  'RECONNECT [db]',
+  'SHUTDOWN [WAIT_FOR_CLIENTS|WAIT_FOR_SERVERS]',
+];
+
+/** SHOW HELP: the commands in a NOTICE, as PgBouncer's console gives them. */
+function help(): Buffer[] {
+  return [noticeResponseFields({ severity: 'NOTICE', code: '00000', message: 'Console usage', detail: COMMANDS.map((c) => `\t${c}`).join('\n') }), commandComplete('SHOW')];
+}
+
 function encode(rs: ResultSet, tag: string): Buffer[] {
   const out = [rowDescription(rs.columns.map(([name, type]) => ({ name, type: TYPE_OID[type] })))];
   for (const row of rs.rows) out.push(dataRow(row.map((c) => (c === null ? null : typeof c === 'boolean' ? (c ? 't' : 'f') : String(c)))));
@@ -118,6 +135,10 @@ export async function runAdminQuery(sql: string, backend: AdminBackend, rights: 
       }
       switch (cmd.kind) {
         case 'show': {
+          if (cmd.what === 'HELP') {
+            out.push(...help());
+            break;
+          }
           const rs = backend.show(cmd.what)!;
           out.push(...encode(rs, 'SHOW'));
           break;
@@ -153,8 +174,9 @@ export async function runAdminQuery(sql: string, backend: AdminBackend, rights: 
       }
     }
   } catch (err) {
+    // The console goes on after a failed command: ERROR, never FATAL.
     const e = err instanceof PgError ? err : new PgError(SqlState.INTERNAL_ERROR, (err as Error).message);
-    out.push(errorResponse(e.fields()));
+    out.push(errorResponse({ ...e.fields(), severity: 'ERROR' }));
   }
   out.push(readyForQuery('I'));
   return Buffer.concat(out);

@@ -111,6 +111,11 @@ export function noticeResponse(message: string, severity: Severity = 'NOTICE', c
   return errorOrNotice('N', { severity, code, message });
 }
 
+/** A NoticeResponse with every field an ErrorResponse may carry (detail, hint). */
+export function noticeResponseFields(f: ErrorFields): Buffer {
+  return errorOrNotice('N', f);
+}
+
 /** Tells a client asking for 3.x (x > 0) or for `_pq_.` options what we speak. */
 export function negotiateProtocolVersion(newestMinor: number, unrecognized: string[]): Buffer {
   const m = new MessageBuilder().int32(newestMinor).int32(unrecognized.length);
