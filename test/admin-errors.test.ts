@@ -95,8 +95,8 @@ describe('admin console errors: ERROR while the console goes on, FATAL only when
   });
 
   it('SHOW HELP lists the commands in a NOTICE, as PgBouncer does', async () => {
-    const notices: { message: string; detail?: string }[] = [];
-    const onNotice = (n: { message: string; detail?: string }) => {
+    const notices: { message?: string; detail?: string }[] = [];
+    const onNotice = (n: { message?: string; detail?: string }) => {
       notices.push(n);
     };
     admin.on('notice', onNotice);
