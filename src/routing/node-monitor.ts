@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { loadPg } from '../lazy.ts';
 import type { Logger } from 'pino';
 import type { NodeView } from './router.ts';
+import { PrimaryWal } from './primary-wal.ts';
 
 /** 'X/Y' (a pg_lsn) as a number of bytes. */
 export function parseLsn(text: string): bigint {
@@ -56,9 +57,12 @@ interface Probe {
   timer: NodeJS.Timeout | null;
 }
 
+// The primary's insert position, not its write position: with
+// synchronous_commit off a commit reaches the write position only when the
+// WAL writer gets to it, up to wal_writer_delay later, and both lag and
+// read-your-writes count from the commit.
 const CHECK_SQL = `SELECT pg_catalog.pg_is_in_recovery() AS recovery,
-  CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END::text AS lsn,
-  (extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()) * 1000)::float8 AS replayed_at`;
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END::text AS lsn`;
 
 /**
  * Knows the state of one endpoint's nodes: which is the primary (asked, not
@@ -69,13 +73,15 @@ const CHECK_SQL = `SELECT pg_catalog.pg_is_in_recovery() AS recovery,
 export class NodeMonitor extends EventEmitter implements NodeView {
   private readonly probes: Probe[];
   private readonly opts: MonitorOptions;
-  /** Primary WAL positions and when the query that read them was sent. */
-  private readonly samples: { at: number; lsn: bigint }[] = [];
+  /** The primary's WAL positions and when the checks that read them were sent. */
+  private readonly wal: PrimaryWal;
   private stopped = false;
 
   constructor(nodes: MonitoredNode[], opts: MonitorOptions) {
     super();
     this.opts = opts;
+    // Long enough to tell how far past max_replica_lag a replica is.
+    this.wal = new PrimaryWal(Math.max(60_000, 2 * opts.maxReplicaLagMs));
     this.probes = nodes.map((n, index) => ({
       state: {
         index,
@@ -147,7 +153,7 @@ export class NodeMonitor extends EventEmitter implements NodeView {
         await client.connect();
       }
       const res = await withTimeout(p.client.query(CHECK_SQL), this.opts.healthCheckTimeoutMs);
-      const row = res.rows[0] as { recovery: boolean; lsn: string | null; replayed_at: number | null };
+      const row = res.rows[0] as { recovery: boolean; lsn: string | null };
       this.record(p, row, sentAt);
     } catch (err) {
       p.client?.end().catch(() => {});
@@ -161,7 +167,7 @@ export class NodeMonitor extends EventEmitter implements NodeView {
     }
   }
 
-  private record(p: Probe, row: { recovery: boolean; lsn: string | null; replayed_at: number | null }, sentAt: number): void {
+  private record(p: Probe, row: { recovery: boolean; lsn: string | null }, sentAt: number): void {
     p.failures = 0;
     p.state.lastError = null;
     const role = row.recovery ? 'replica' : 'primary';
@@ -175,28 +181,25 @@ export class NodeMonitor extends EventEmitter implements NodeView {
     p.lsn = row.lsn === null ? null : parseLsn(row.lsn);
     p.state.replayLsn = row.lsn;
     if (role === 'primary' && p.lsn !== null) {
-      this.samples.push({ at: sentAt, lsn: p.lsn });
-      if (this.samples.length > 64) this.samples.shift();
-      return;
-    }
-    const primaryLsn = this.latestPrimaryLsn();
-    if (primaryLsn === undefined || p.lsn === null || p.lsn >= primaryLsn) {
+      this.wal.note(p.lsn, sentAt);
       p.state.lagBytes = 0;
       p.state.lagSeconds = 0;
-    } else {
-      p.state.lagBytes = Number(primaryLsn - p.lsn);
-      p.state.lagSeconds = row.replayed_at === null ? Infinity : Math.max(0, (Date.now() - row.replayed_at) / 1000);
+      return;
     }
+    // As operators read pg_stat_replication: bytes between the primary's
+    // position and the replay position, and time only while WAL is
+    // outstanding, since that WAL was written. The time of the last
+    // replayed transaction would make a replica that has everything look
+    // late after a quiet spell.
+    if (p.lsn === null) return;
+    p.state.lagBytes = this.wal.bytesBehind(p.lsn);
+    p.state.lagSeconds = this.wal.secondsBehind(p.lsn, Date.now());
   }
 
   private setUp(p: Probe, up: boolean): void {
     p.state.up = up;
     this.opts.log.warn({ node: p.state.index, host: p.state.host, port: p.state.port, error: p.state.lastError ?? undefined }, up ? 'node is back in rotation' : 'node left rotation');
     this.emit('change', p.state);
-  }
-
-  private latestPrimaryLsn(): bigint | undefined {
-    return this.samples.length === 0 ? undefined : this.samples[this.samples.length - 1].lsn;
   }
 
   // ------------------------------------------------------------- NodeView
@@ -236,8 +239,7 @@ export class NodeMonitor extends EventEmitter implements NodeView {
   }
 
   primaryLsnAfter(t: number): bigint | undefined {
-    for (const s of this.samples) if (s.at > t) return s.lsn;
-    return undefined;
+    return this.wal.after(t);
   }
 
   countRoute(node: number, kind: 'read' | 'write'): void {
