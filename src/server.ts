@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { createLogger } from './logging.ts';
+import { configChanges, createLogger } from './logging.ts';
 import type { Config } from './config/schema.ts';
 import { CredentialStore } from './auth/credential-store.ts';
 import { loginToServer } from './auth/server-login.ts';
@@ -208,7 +208,8 @@ export class PgmuxServer {
       throw err;
     }
     this.servedDatabases.add(key.database);
-    this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, pid: login.processId }, 'server connection opened');
+    // `serverPid`: the line already carries pgmux's own `pid`.
+    this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, serverPid: login.processId }, 'server connection opened');
     const conn = new ServerConnection(login, node.host, node.port);
     conn.node = key.node ?? 0;
     return conn;
@@ -242,7 +243,11 @@ export class PgmuxServer {
     }
     this.ready = true;
     const addr = this.listener.address() as net.AddressInfo;
-    this.log.info({ host: addr.address, port: addr.port, endpoints: [...this.registry.endpoints().keys()] }, 'listening');
+    const metrics = this.metricsAddress();
+    this.log.info(
+      { host: addr.address, port: addr.port, endpoints: [...this.registry.endpoints().keys()], metrics: metrics === null ? undefined : `${metrics.host}:${metrics.port}` },
+      'listening',
+    );
     return { host: addr.address, port: addr.port };
   }
 
@@ -264,6 +269,7 @@ export class PgmuxServer {
       config.server_tls_ca_file === undefined ? undefined : readFile(config.server_tls_ca_file),
       this.credentials.reconfigure(credentialOptions(config)),
     ]);
+    const settings = configChanges(this.config, config);
     this.config = config;
     this.clientTls = clientTls;
     this.serverCa = serverCa;
@@ -272,7 +278,7 @@ export class PgmuxServer {
     const { added, changed, removed } = await this.registry.reload(config);
     for (const name of [...changed, ...removed]) this.pools.drain(name);
     this.pools.reconfigure();
-    this.log.info({ added, changed, removed }, 'configuration reloaded');
+    this.log.info({ settings, added, changed, removed }, 'configuration reloaded');
   }
 
   /** Where /metrics is served, once started with metrics_listen. */

@@ -175,6 +175,12 @@ export class ClientSession implements CancelTarget {
     return true;
   }
 
+  /** Who this client is, for the lines that say why a login failed. */
+  private who(): { user: string; database: string; addr: string } {
+    const s = this.socket;
+    return { user: this.user, database: this.database, addr: `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}` };
+  }
+
   /** This client's logger, made on first use (10,000 idle clients need not carry one each). */
   private get log(): Logger {
     this.childLog ??= this.ctx.log.child({ client: this.id });
@@ -325,7 +331,10 @@ export class ClientSession implements CancelTarget {
     this.key = { endpoint: choice.endpoint.name, database: choice.database, user };
     this.log.debug({ user, database: this.database, endpoint: this.endpointName }, 'startup');
     const limit = this.ctx.admitClient(this);
-    if (limit !== null) throw new PgError(SqlState.TOO_MANY_CONNECTIONS, `no more connections allowed (${limit})`);
+    if (limit !== null) {
+      this.log.warn({ ...this.who(), limit }, `login refused: ${limit} reached`);
+      throw new PgError(SqlState.TOO_MANY_CONNECTIONS, `no more connections allowed (${limit})`);
+    }
 
     await this.authenticate(user, choice.endpoint.nodes[0], choice.database);
   }
@@ -349,6 +358,7 @@ export class ClientSession implements CancelTarget {
 
   private async authenticate(user: string, primary: { host: string; port: number }, database: string): Promise<void> {
     if (this.ctx.authFailures.blocked(this.socket.remoteAddress ?? '')) {
+      this.log.warn(this.who(), 'login refused: too many failed logins from this address (auth_failure_limit)');
       // Same answer whoever the user is: it says nothing about accounts.
       throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, 'too many failed logins from this address; try again later');
     }
@@ -356,7 +366,7 @@ export class ClientSession implements CancelTarget {
     try {
       credential = await this.ctx.credentials.lookup(user, primary, database);
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'credential lookup failed');
+      this.log.warn({ ...this.who(), err: (err as Error).message }, 'credential lookup failed');
       throw new PgError(SqlState.CONNECTION_FAILURE, `could not look up credentials for user "${user}"`, {
         detail: (err as Error).message,
       });
@@ -385,6 +395,7 @@ export class ClientSession implements CancelTarget {
           step = this.auth!.step(body!);
         } catch (err) {
           if (err instanceof PgError && err.code === SqlState.INVALID_PASSWORD) {
+            this.log.warn(this.who(), 'password authentication failed');
             this.ctx.credentials.invalidate(this.user);
             this.ctx.stats.authFailures++;
             this.ctx.authFailures.note(this.socket.remoteAddress ?? '');
@@ -588,6 +599,11 @@ export class ClientSession implements CancelTarget {
         ? err
         : new PgError(SqlState.INTERNAL_ERROR, `internal error: ${(err as Error)?.message ?? String(err)}`);
     if (!(err instanceof PgError)) this.log.error({ err }, 'unexpected error');
+    else if (this.phase === enum_.connecting) {
+      // Authenticated, but no server connection to serve it: the server is
+      // unreachable, timed out or refused the login or a startup setting.
+      this.log.warn({ ...this.who(), endpoint: this.endpointName, code: pgErr.code, err: pgErr.message }, 'login failed: no server connection');
+    }
     const fields = pgErr.fields();
     if (fields.severity === 'ERROR') fields.severity = 'FATAL';
     this.hangUp(errorResponse(fields));
