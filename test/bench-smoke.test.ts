@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { tempDir } from './helpers/temp.ts';
 
 const exec = promisify(execFile);
 
 /** The benchmark runner end to end, as small as it goes: it measures nothing worth keeping. */
 describe('benchmark runner (smoke run)', () => {
   it('runs one workload for 1 s against direct and pgmux and writes its CSV, report and plots', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-bench-smoke-'));
+    const dir = await tempDir('pgmux-bench-smoke-');
     const csv = path.join(dir, 'out.csv');
     await exec(
       process.execPath,

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
 import { onPrimary, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
 import { psql, psqlScript } from './helpers/clients.ts';
+import { tempDir } from './helpers/temp.ts';
 
 describe('real clients through pgmux behave as they do directly', () => {
   let pgmux: RunningPgmux;
@@ -69,7 +69,7 @@ describe('real clients through pgmux behave as they do directly', () => {
   });
 
   it('COPY FROM STDIN and TO STDOUT of 100k rows round-trip byte for byte', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-copy-'));
+    const dir = await tempDir('pgmux-copy-');
     const src = path.join(dir, 'in.tsv');
     const out = path.join(dir, 'out.tsv');
     const lines: string[] = [];

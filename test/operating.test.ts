@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pg from 'pg';
@@ -10,6 +9,7 @@ import { freePort } from '../src/embedded/cluster.ts';
 import { sleep, startPgmux, writeAuthFile } from './helpers/pgmux.ts';
 import { psql } from './helpers/clients.ts';
 import { getCluster } from './cluster-context.ts';
+import { tempDir } from './helpers/temp.ts';
 
 describe('metrics and health', () => {
   it('serves Prometheus metrics, /healthz and /readyz', async () => {
@@ -77,7 +77,7 @@ describe('logs', () => {
 describe('signals', () => {
   it('SIGHUP reloads the configuration (a bad one is refused), SIGTERM stops', async () => {
     const c = getCluster();
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-signals-'));
+    const dir = await tempDir('pgmux-signals-');
     const file = path.join(dir, 'pgmux.toml');
     const node = `postgresql://${c.primary.host}:${c.primary.port}`;
     const port = await freePort();

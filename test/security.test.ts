@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.ts';
 import { sleep, startPgmux } from './helpers/pgmux.ts';
 import { pgbench, psql } from './helpers/clients.ts';
+import { tempDir } from './helpers/temp.ts';
 
 describe('limits', () => {
   it('refuses an address after auth_failure_limit failed logins, whatever the user or password', async () => {
@@ -37,7 +37,7 @@ describe('limits', () => {
   it('500 clients over a pool of 10 in transaction mode: no errors', async () => {
     const pgmux = await startPgmux({ pool_mode: 'transaction', default_pool_size: 10, max_client_conn: 600 });
     try {
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-load-'));
+      const dir = await tempDir('pgmux-load-');
       const script = path.join(dir, 'txn.sql');
       await writeFile(script, 'BEGIN;\nSELECT pg_backend_pid();\nCOMMIT;\n');
       const r = await pgbench(['-f', script, '-c', '500', '-j', '2', '-T', '5', '-n', pgmux.url()]).catch((e: { stdout?: string; stderr?: string }) => ({
@@ -77,9 +77,9 @@ describe('no cross-tenant reuse', () => {
         await admin.end();
       }
     }
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-tenants-'));
+    const dir = await tempDir('pgmux-tenants-');
     userlist = path.join(dir, 'userlist.txt');
-    await writeFile(userlist, lines.join('\n') + '\n');
+    await writeFile(userlist, lines.join('\n') + '\n', { mode: 0o600 });
   }, 60_000);
   afterAll(async () => {
     await Promise.all(clusters.map((c) => c.stop()));

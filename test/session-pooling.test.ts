@@ -5,8 +5,8 @@ import { pgbench, psql, psqlScript, RawClient } from './helpers/clients.ts';
 import { query } from '../src/protocol/messages.ts';
 import { createHash } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
+import { tempDir } from './helpers/temp.ts';
 
 describe('session pooling', () => {
   let pgmux: RunningPgmux;
@@ -227,7 +227,7 @@ describe('session pooling under backpressure', () => {
     await locker.query('BEGIN; LOCK TABLE copy_in');
     const lines: string[] = [];
     for (let i = 0; i < 200_000; i++) lines.push(`${i}\t${createHash('md5').update(String(i)).digest('hex').repeat(3)}`);
-    const file = path.join(os.tmpdir(), `pgmux-copy-${process.pid}.tsv`);
+    const file = path.join(await tempDir('pgmux-copy-'), 'in.tsv');
     await writeFile(file, lines.join('\n') + '\n');
     const copying = psql(pgmux.url(), `\\copy copy_in FROM '${file}'`);
     await sleep(700);

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import pg from 'pg';
 import { ConfigSchema, type Config } from '../../src/config/schema.ts';
 import { PgmuxServer } from '../../src/server.ts';
 import { getCluster } from '../cluster-context.ts';
+import { tempDir } from './temp.ts';
 
 export interface RunningPgmux {
   server: PgmuxServer;
@@ -15,13 +15,16 @@ export interface RunningPgmux {
   stop(): Promise<void>;
 }
 
-/** Writes a userlist.txt with the test roles' SCRAM verifiers (as PostgreSQL stores them). */
+/**
+ * Writes a userlist.txt with the test roles' SCRAM verifiers (as PostgreSQL
+ * stores them), readable by its owner alone; removed when the test file ends.
+ */
 export async function writeAuthFile(extra: string[] = []): Promise<string> {
   const c = getCluster();
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-test-'));
+  const dir = await tempDir('pgmux-test-');
   const file = path.join(dir, 'userlist.txt');
   const lines = Object.entries(c.roles).map(([name, r]) => `"${name}" "${r.verifier}"`);
-  await writeFile(file, [...lines, ...extra].join('\n') + '\n');
+  await writeFile(file, [...lines, ...extra].join('\n') + '\n', { mode: 0o600 });
   return file;
 }
 

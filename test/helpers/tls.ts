@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { chmod, chown, mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, chown, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { tempDir } from './temp.ts';
 
 const exec = promisify(execFile);
 
@@ -16,11 +16,12 @@ export interface TestCerts {
 /**
  * A throw-away CA and a server certificate it signed, made with the openssl
  * command line. The certificate names `names` (wildcards allowed), localhost
- * and 127.0.0.1. Files are readable by the postgres OS user, so a test
- * PostgreSQL can use them too.
+ * and 127.0.0.1. Certificates are readable by the postgres OS user, so a
+ * test PostgreSQL can use them too; the keys by their owners alone. The
+ * directory is removed when the test file ends.
  */
 export async function makeTestCerts(names: string[]): Promise<TestCerts> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-certs-'));
+  const dir = await tempDir('pgmux-certs-');
   const f = (n: string) => path.join(dir, n);
   const run = (args: string[]) => exec('openssl', args, { cwd: dir });
   await run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=pgmux test CA', '-keyout', f('ca.key'), '-out', f('ca.crt')]);
@@ -30,6 +31,7 @@ export async function makeTestCerts(names: string[]): Promise<TestCerts> {
   await run(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('ext.cnf'), '-out', f('server.crt')]);
   await chmod(dir, 0o755);
   await chmod(f('server.key'), 0o600);
+  await chmod(f('ca.key'), 0o600);
   if (process.getuid?.() === 0) {
     const { stdout } = await exec('id', ['-u', 'postgres']);
     const { stdout: gid } = await exec('id', ['-g', 'postgres']);
