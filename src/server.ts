@@ -23,6 +23,7 @@ import type { PoolMode, SessionContext, SessionSettings } from './session/contex
 import { PgError, SqlState } from './protocol/errors.ts';
 import { loadClassifier } from './sql/classify.ts';
 import { StatementIds } from './session/statements.ts';
+import { DatabaseStats, STATS_PERIOD_MS, zeroTotals, type DatabaseTotals } from './metrics/database-stats.ts';
 
 /** Parses "host:port" or "[v6]:port". */
 export function parseListen(listen: string): { host: string; port: number } {
@@ -98,8 +99,13 @@ export class PgmuxServer {
   ready = false;
   private metricsServer: http.Server | null = null;
 
-  constructor(config: Config, opts: { logger?: Logger } = {}) {
+  /** SHOW STATS: per database, with averages over each stats period. */
+  readonly databaseStats: DatabaseStats;
+
+  /** @param opts.statsPeriodMs how often SHOW STATS_AVERAGES is taken (PgBouncer's stats_period, 60 s). */
+  constructor(config: Config, opts: { logger?: Logger; statsPeriodMs?: number } = {}) {
     this.config = config;
+    this.databaseStats = new DatabaseStats(opts.statsPeriodMs ?? STATS_PERIOD_MS, (counters) => this.databaseTotals(counters));
     this.log = opts.logger ?? createLogger({ level: config.log_level, format: config.log_format });
     this.registry = new EndpointRegistry(config, this.log);
     this.sessionSettings = this.makeSessionSettings();
@@ -108,6 +114,8 @@ export class PgmuxServer {
       (key) => this.poolSettings(key),
       (key) => this.openServer(key, new Map()),
     );
+    // Health checks log in as pgmux does for clients; a node that cannot be reached sends its clients to the primary.
+    this.registry.useServers(this.pools);
     const cancels = new CancelRegistry();
     this.ctx = {
       settings: () => this.sessionSettings,
@@ -140,9 +148,27 @@ export class PgmuxServer {
     this.adminBackend = adminBackend(this, () => this.reloadSource(), (mode) => this.onShutdown(mode));
     // Accepted paused, so each connection's reads can move to a buffer of its own.
     this.listener = net.createServer({ noDelay: true, pauseOnConnect: true }, (accepted) => {
-      const session = new ClientSession(ownReads(accepted), this.ctx, s(this.config.client_login_timeout));
+      const session = new ClientSession(ownReads(accepted), this.ctx, {
+        loginTimeoutMs: s(this.config.client_login_timeout),
+        databaseStats: this.databaseStats,
+      });
       this.sessions.add(session);
     });
+  }
+
+  /** Each database's counters, with what its connected clients have sent and received so far. */
+  private databaseTotals(counters: ReadonlyMap<string, DatabaseTotals>): Map<string, DatabaseTotals> {
+    const out = new Map<string, DatabaseTotals>();
+    for (const [db, c] of counters) out.set(db, { ...c });
+    for (const session of this.sessions) {
+      const c = session.counters;
+      if (c === null) continue;
+      let t = out.get(c.database);
+      if (t === undefined) out.set(c.database, (t = zeroTotals()));
+      t.received += session.socket.bytesRead;
+      t.sent += session.socket.bytesWritten;
+    }
+    return out;
   }
 
   private makeSessionSettings(): SessionSettings {
@@ -241,6 +267,7 @@ export class PgmuxServer {
       const { startMetricsServer } = await import('./metrics/metrics.ts');
       this.metricsServer = await startMetricsServer(c.metrics_listen, this);
     }
+    this.databaseStats.start();
     this.ready = true;
     const addr = this.listener.address() as net.AddressInfo;
     const metrics = this.metricsAddress();
@@ -322,6 +349,7 @@ export class PgmuxServer {
     // connection has ended, which the sessions below see to.
     this.ready = false;
     this.metricsServer?.close();
+    this.databaseStats.stop();
     const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     const err = new PgError(SqlState.ADMIN_SHUTDOWN, 'pgmux is shutting down');
     for (const session of this.sessions) session.fatal(err);

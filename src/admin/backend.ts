@@ -3,6 +3,7 @@ import { PgError, SqlState } from '../protocol/errors.ts';
 import type { PgmuxServer } from '../server.ts';
 import type { AdminBackend, Cell, Column, ResultSet } from './console.ts';
 import { VERSION } from '../version.ts';
+import { zeroTotals, type DatabaseAverages, type DatabaseTotals } from '../metrics/database-stats.ts';
 
 
 /** Settings SET may change on a running pgmux (the rest need a restart or RELOAD). */
@@ -29,6 +30,32 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
       const [endpoint, database, user, node] = p.key.split('\0');
       return { p, endpoint, database, user, node: Number(node) };
     });
+  /**
+   * SHOW STATS (totals and averages), STATS_TOTALS and STATS_AVERAGES, per
+   * database, in PgBouncer's columns; times in microseconds. Averages are
+   * those of the last stats period: per second for counts and bytes, per
+   * transaction, query and server assignment for times.
+   */
+  const stats = (what: 'STATS' | 'STATS_TOTALS' | 'STATS_AVERAGES'): ResultSet => {
+    const totals = server.databaseStats.totals();
+    const averages = server.databaseStats.averages();
+    const databases = [...totals.keys()].sort();
+    const fields = (t: DatabaseTotals | DatabaseAverages): Cell[] => [t.assignments, t.xacts, t.queries, t.received, t.sent, t.xactTimeUs, t.queryTimeUs, t.waitTimeUs];
+    const averagesOf = (db: string): DatabaseAverages => averages.get(db) ?? zeroTotals();
+    const names = ['server_assignment_count', 'xact_count', 'query_count', 'received', 'sent', 'xact_time', 'query_time', 'wait_time'];
+    if (what === 'STATS') {
+      const avgNames = ['server_assignment_count', 'xact_count', 'query_count', 'recv', 'sent', 'xact_time', 'query_time', 'wait_time'];
+      return {
+        columns: [['database', 'text'], ...names.map((n): Column => [`total_${n}`, 'int8']), ...avgNames.map((n): Column => [`avg_${n}`, 'int8'])],
+        rows: databases.map((db) => [db, ...fields(totals.get(db)!), ...fields(averagesOf(db))]),
+      };
+    }
+    const bare = ['server_assignment_count', 'xact_count', 'query_count', 'bytes_received', 'bytes_sent', 'xact_time', 'query_time', 'wait_time'];
+    return {
+      columns: [['database', 'text'], ...bare.map((n): Column => [n, 'int8'])],
+      rows: databases.map((db) => [db, ...fields(what === 'STATS_TOTALS' ? totals.get(db)! : averagesOf(db))]),
+    };
+  };
   const show = (what: string): ResultSet | null => {
     const c = server.currentConfig;
     switch (what) {
@@ -64,20 +91,8 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
       }
       case 'STATS':
       case 'STATS_TOTALS':
-      case 'STATS_AVERAGES': {
-        const st = server.ctx.stats;
-        const columns: Column[] = [
-          ['database', 'text'], ['total_xact_count', 'int8'], ['total_query_count', 'int8'], ['total_received', 'int8'], ['total_sent', 'int8'],
-          ['total_server_assignment_count', 'int8'], ['total_wait_time', 'int8'], ['auth_successes', 'int8'], ['auth_failures', 'int8'],
-        ];
-        const rows: Cell[][] = [];
-        const dbs = new Set(pools().map((x) => x.database));
-        for (const db of dbs) {
-          const ps = pools().filter((x) => x.database === db);
-          rows.push([db, st.transactions, st.queries, st.bytesIn, st.bytesOut, ps.reduce((a, x) => a + x.p.stats.lent, 0), 0, st.authSuccesses, st.authFailures]);
-        }
-        return { columns, rows };
-      }
+      case 'STATS_AVERAGES':
+        return stats(what);
       case 'DATABASES': {
         const columns: Column[] = [
           ['name', 'text'], ['host', 'text'], ['port', 'int4'], ['database', 'text'], ['force_user', 'text'], ['pool_size', 'int4'], ['min_pool_size', 'int4'],

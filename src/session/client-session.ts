@@ -35,6 +35,7 @@ import { MuxLink } from './mux-link.ts';
 import { loginParameters } from './login-params.ts';
 import { loadClassifier } from '../sql/classify.ts';
 import { ADMIN_DATABASES, AdminLink } from '../admin/session.ts';
+import { ClientCounters, type DatabaseStats } from '../metrics/database-stats.ts';
 import type { Rights } from '../admin/console.ts';
 
 const enum_ = {
@@ -47,6 +48,14 @@ const enum_ = {
 type Phase = (typeof enum_)[keyof typeof enum_];
 
 let nextId = 1;
+
+/** What the server gives each client session besides the shared context. */
+export interface SessionOptions {
+  /** client_login_timeout: from accept until the client has authenticated, in ms (0: no limit). */
+  loginTimeoutMs: number;
+  /** Per-database counters (SHOW STATS). */
+  databaseStats: DatabaseStats;
+}
 
 const loginTimedOut = (session: ClientSession) => session.onLoginTimeout();
 
@@ -87,19 +96,21 @@ export class ClientSession implements CancelTarget {
   private adminRights: Rights | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
 
-  /**
-   * @param loginTimeoutMs client_login_timeout: from the moment the
-   * connection is accepted until the client has authenticated (0: no limit).
-   */
-  constructor(reads: OwnReads, ctx: SessionContext, loginTimeoutMs = 0) {
+  constructor(reads: OwnReads, ctx: SessionContext, opts: SessionOptions) {
     this.socket = reads.socket;
     this.reads = reads;
     this.ctx = ctx;
+    this.databaseStats = opts.databaseStats;
+    const loginTimeoutMs = opts.loginTimeoutMs;
     this.socket.setNoDelay(true);
     reads.setReader(this.onRead);
     this.attach(this.socket);
     if (loginTimeoutMs > 0) this.loginTimer = setTimeout(loginTimedOut, loginTimeoutMs, this).unref();
   }
+
+  private readonly databaseStats: DatabaseStats;
+  /** What this client's forwarding loop counts, for its database's SHOW STATS row; null for the admin console. */
+  counters: ClientCounters | null = null;
 
   /** Runs until the client has authenticated (client_login_timeout). */
   private loginTimer: NodeJS.Timeout | null = null;
@@ -203,6 +214,7 @@ export class ClientSession implements CancelTarget {
       const link = this.link;
       if (this.phase === enum_.ready && link instanceof DirectLink) {
         // Session pooling forwards the read buffer itself.
+        this.counters!.clientSent();
         link.onClientData(chunk, borrowed);
         return;
       }
@@ -210,6 +222,7 @@ export class ClientSession implements CancelTarget {
       if (borrowed) chunk = Buffer.from(chunk);
       switch (this.phase) {
         case enum_.ready:
+          this.counters?.clientSent();
           link!.onClientData(chunk);
           return;
         case enum_.startup:
@@ -440,6 +453,8 @@ export class ClientSession implements CancelTarget {
       return;
     }
     const key = this.key!;
+    const counters = new ClientCounters(key.database, this.databaseStats.of(key.database), this.ctx.stats);
+    this.counters = counters;
     const settings = this.ctx.settings();
     this.mode = settings.poolModeFor(key.endpoint, key.user);
     const router = this.mode === 'none' ? null : this.ctx.routerFor(key.endpoint);
@@ -466,7 +481,7 @@ export class ClientSession implements CancelTarget {
           pool: this.mode === 'none' ? null : (server.pool ?? this.ctx.pools.get(key)),
           terminated: () => this.onTerminate(),
           fatal: (err) => this.fatal(err),
-          stats: this.ctx.stats,
+          stats: counters,
         },
         server,
         this,
@@ -482,6 +497,7 @@ export class ClientSession implements CancelTarget {
     this.log.info({ user: this.user, database: this.database, endpoint: this.endpointName, server: this.server?.id, mode: this.mode }, 'login');
     const early = this.early;
     this.early = [];
+    if (early.length > 0) counters.clientSent();
     for (const c of early) this.link.onClientData(c);
     this.socket.resume();
   }
@@ -494,9 +510,13 @@ export class ClientSession implements CancelTarget {
     if (pool === null) {
       // No pool: the server gets the client's own startup settings, and any
       // refusal is PostgreSQL's own FATAL.
+      const since = performance.now();
       server = await this.ctx.openServer(key, this.settings);
+      this.counters!.assigned((performance.now() - since) * 1000);
     } else {
+      const since = performance.now();
       server = await pool.acquire();
+      this.counters!.assigned((performance.now() - since) * 1000);
     }
     const giveUp = () => {
       if (pool === null) server.close();
@@ -522,6 +542,7 @@ export class ClientSession implements CancelTarget {
 
   private muxHost(key: PoolKey, router: ReturnType<SessionContext['routerFor']>) {
     const settings = this.ctx.settings();
+    const counters = this.counters!;
     const poolOf = (node: number) => this.ctx.pools.get({ ...key, node });
     return {
       log: this.log,
@@ -533,8 +554,19 @@ export class ClientSession implements CancelTarget {
       maxPacketSize: settings.maxPacketSize,
       statementIds: this.ctx.statementIds,
       router,
-      acquire: (node: number) => poolOf(node).acquire(),
-      tryAcquire: (node: number) => poolOf(node).tryAcquire(),
+      acquire: (node: number) => {
+        // Only when no connection was at hand: the wait is measured.
+        const since = performance.now();
+        return poolOf(node).acquire().then((conn) => {
+          counters.assigned((performance.now() - since) * 1000);
+          return conn;
+        });
+      },
+      tryAcquire: (node: number) => {
+        const conn = poolOf(node).tryAcquire();
+        if (conn !== null) counters.assigned(0);
+        return conn;
+      },
       release: (conn: ServerConnection, reset: boolean) => (conn.pool ?? poolOf(conn.node)).release(conn, { reset }),
       discard: (conn: ServerConnection) => (conn.pool ?? poolOf(conn.node)).discard(conn),
       writeClient: (chunks: Buffer[]) => {
@@ -563,7 +595,7 @@ export class ClientSession implements CancelTarget {
       fatal: (err: unknown) => this.fatal(err),
       serverFatalForwarded: (message: string) => this.serverFatalForwarded(message),
       terminated: () => this.onTerminate(),
-      stats: this.ctx.stats,
+      stats: counters,
       notice: (text: string) => (settings.noticePerNodeStatement ? noticeResponse(text) : null),
     };
   }
@@ -642,6 +674,7 @@ export class ClientSession implements CancelTarget {
     this.ctx.clientGone(this);
     this.ctx.stats.bytesIn += this.socket.bytesRead;
     this.ctx.stats.bytesOut += this.socket.bytesWritten;
+    this.counters?.addBytes(this.socket.bytesRead, this.socket.bytesWritten);
     if (wasLoggedIn) this.log.info({ reason, durationMs: Date.now() - this.connectedAt }, 'disconnect');
     else this.log.debug({ reason }, 'disconnect before login');
     const link = this.link;
