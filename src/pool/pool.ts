@@ -61,12 +61,24 @@ export class Pool {
   stats = { opened: 0, closed: 0, lent: 0, waitTimeouts: 0 };
 
   private readonly onWait: (seconds: number) => void;
+  /**
+   * Opening a connection failed with `err`: the pool of another node that
+   * serves the waiting client instead, or null (the client gets the error).
+   */
+  private readonly fallback: (err: Error) => Pool | null;
 
-  constructor(key: string, settings: PoolSettings, open: () => Promise<ServerConnection>, onWait: (seconds: number) => void = () => {}) {
+  constructor(
+    key: string,
+    settings: PoolSettings,
+    open: () => Promise<ServerConnection>,
+    onWait: (seconds: number) => void = () => {},
+    fallback: (err: Error) => Pool | null = () => null,
+  ) {
     this.onWait = onWait;
     this.key = key;
     this.settings = settings;
     this.open = open;
+    this.fallback = fallback;
   }
 
   get total(): number {
@@ -328,13 +340,16 @@ export class Pool {
         },
         (err: Error) => {
           this.opening--;
-          // The server refused or is down: the first waiter hears why rather
-          // than waiting out query_wait_timeout.
           const w = this.waiters.shift();
-          if (w !== undefined) {
-            if (w.timer) clearTimeout(w.timer);
-            w.reject(err);
-          }
+          if (w === undefined) return;
+          if (w.timer) clearTimeout(w.timer);
+          // A node that cannot be reached: another node (the primary) may
+          // serve the client before it sees anything. Otherwise the server
+          // refused or is down, and the first waiter hears why rather than
+          // waiting out query_wait_timeout.
+          const other = this.fallback(err);
+          if (other === null || other === this) w.reject(err);
+          else other.acquire().then(w.resolve, w.reject);
         },
       );
     }

@@ -1,6 +1,4 @@
 import { EventEmitter } from 'node:events';
-import type pg from 'pg';
-import { loadPg } from '../lazy.ts';
 import type { Logger } from 'pino';
 import type { NodeView } from './router.ts';
 import { PrimaryWal } from './primary-wal.ts';
@@ -38,9 +36,25 @@ export interface NodeState {
   writes: number;
 }
 
+/** A session of pgmux's own on one node, for queries whose rows it reads. */
+export interface CheckSession {
+  rows(sql: string, timeoutMs: number): Promise<Record<string, string | null>[]>;
+  close(): void;
+  readonly closed: boolean;
+}
+
+/**
+ * Logs in to a node for a check. Null when nobody to log in as is known
+ * yet (checks then wait for the first client's login); throws or rejects
+ * when the login fails.
+ */
+export type CheckLogin = (node: number) => Promise<CheckSession> | null;
+
 export interface MonitorOptions {
-  /** Login of the checking user; null: no checks, every node up in its listed role. */
-  login: { user: string; password?: string } | null;
+  /** How checks log in; null: no checks, every node up in its listed role. */
+  connect: CheckLogin | null;
+  /** Who the checks log in as, for messages. */
+  checkUser: () => string | null;
   healthCheckPeriodMs: number;
   healthCheckTimeoutMs: number;
   maxRetries: number;
@@ -51,7 +65,7 @@ export interface MonitorOptions {
 
 interface Probe {
   state: NodeState;
-  client: pg.Client | null;
+  session: CheckSession | null;
   failures: number;
   lsn: bigint | null;
   timer: NodeJS.Timeout | null;
@@ -87,7 +101,8 @@ export class NodeMonitor extends EventEmitter implements NodeView {
         index,
         host: n.host,
         port: n.port,
-        role: opts.login === null ? (index === 0 ? 'primary' : 'replica') : 'unknown',
+        // As listed until a check says otherwise (a promoted replica).
+        role: index === 0 ? 'primary' : 'replica',
         up: true,
         weight: n.weight,
         lagBytes: 0,
@@ -98,16 +113,21 @@ export class NodeMonitor extends EventEmitter implements NodeView {
         reads: 0,
         writes: 0,
       },
-      client: null,
+      session: null,
       failures: 0,
       lsn: null,
       timer: null,
     }));
   }
 
+  /** Whether the nodes are checked at all. */
+  get checking(): boolean {
+    return this.opts.connect !== null;
+  }
+
   /** First round of checks (so routing starts informed), then checks on a period. */
   async start(): Promise<void> {
-    if (this.opts.login === null) return;
+    if (this.opts.connect === null) return;
     await this.checkNow();
     for (const p of this.probes) this.schedule(p);
   }
@@ -116,9 +136,25 @@ export class NodeMonitor extends EventEmitter implements NodeView {
     this.stopped = true;
     for (const p of this.probes) {
       if (p.timer !== null) clearTimeout(p.timer);
-      p.client?.end().catch(() => {});
-      p.client = null;
+      p.session?.close();
+      p.session = null;
     }
+  }
+
+  /**
+   * Connecting to `node` for a client failed as it does when the server is
+   * down: it leaves rotation now rather than after the next failed checks,
+   * and comes back when a check logs in to it again.
+   */
+  unreachable(node: number, err: Error): void {
+    const p = this.probes[node];
+    if (p === undefined) return;
+    p.state.lastError = err.message;
+    p.failures = Math.max(p.failures, this.opts.maxRetries + 1);
+    // A check session opened before may still answer; only a new login brings the node back.
+    p.session?.close();
+    p.session = null;
+    if (p.state.up) this.setUp(p, false);
   }
 
   /** Runs one round of checks on every node now (tests, admin console). */
@@ -134,37 +170,45 @@ export class NodeMonitor extends EventEmitter implements NodeView {
   }
 
   private async check(p: Probe, reschedule = true): Promise<void> {
-    const login = this.opts.login!;
-    const sentAt = Date.now();
+    const timeout = this.opts.healthCheckTimeoutMs;
     try {
-      if (p.client === null) {
-        const { Client } = await loadPg();
-        const client = new Client({
-          host: p.state.host,
-          port: p.state.port,
-          user: login.user,
-          password: login.password,
-          database: 'postgres',
-          connectionTimeoutMillis: this.opts.healthCheckTimeoutMs,
-          application_name: 'pgmux health check',
-        });
-        client.on('error', () => {});
-        p.client = client;
-        await client.connect();
+      if (p.session === null || p.session.closed) {
+        const opening = this.opts.connect!(p.state.index);
+        // Nobody to log in as yet: the nodes keep what is known of them.
+        if (opening === null) return;
+        p.session = await withTimeout(opening, timeout, (late) => late.close());
+        await p.session.rows("SET application_name = 'pgmux health check'", timeout);
       }
-      const res = await withTimeout(p.client.query(CHECK_SQL), this.opts.healthCheckTimeoutMs);
-      const row = res.rows[0] as { recovery: boolean; lsn: string | null };
-      this.record(p, row, sentAt);
+      const sentAt = Date.now();
+      const [row] = await p.session.rows(CHECK_SQL, timeout);
+      this.record(p, { recovery: row.recovery === 't', lsn: row.lsn }, sentAt);
     } catch (err) {
-      p.client?.end().catch(() => {});
-      p.client = null;
+      p.session?.close();
+      p.session = null;
       p.failures++;
       p.state.lastError = (err as Error).message;
+      if (!cannotReach(err)) this.cannotLogIn(err as Error);
       if (p.state.up && p.failures > this.opts.maxRetries) this.setUp(p, false);
     } finally {
       p.state.lastCheckAt = Date.now();
       if (reschedule) this.schedule(p);
     }
+  }
+
+  private loginWarned = false;
+
+  /**
+   * A check that fails for another reason than a node being down (a
+   * password, a missing privilege): said once, at warn, since the nodes
+   * then leave rotation only when connecting to them fails.
+   */
+  private cannotLogIn(err: Error): void {
+    if (this.loginWarned) return;
+    this.loginWarned = true;
+    this.opts.log.warn(
+      { user: this.opts.checkUser() ?? undefined, error: err.message },
+      'health checks cannot log in: a node that goes down leaves rotation only when connecting to it fails (set health_check_user and its password in [users.NAME])',
+    );
   }
 
   private record(p: Probe, row: { recovery: boolean; lsn: string | null }, sentAt: number): void {
@@ -254,13 +298,26 @@ export class NodeMonitor extends EventEmitter implements NodeView {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+/** Errors of a node that is down or not accepting sessions, as opposed to a refused login. */
+function cannotReach(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code !== 'string') return true;
+  return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03';
+}
+
+/** `p`, or a timeout error after `ms`; what `p` gives after the timeout goes to `late`. */
+function withTimeout<T>(p: Promise<T>, ms: number, late?: (v: T) => void): Promise<T> {
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    let timedOut = false;
+    const t = setTimeout(() => {
+      timedOut = true;
+      reject(Object.assign(new Error(`no answer within ${ms} ms`), { code: '08006' }));
+    }, ms);
     p.then(
       (v) => {
         clearTimeout(t);
-        resolve(v);
+        if (timedOut) late?.(v);
+        else resolve(v);
       },
       (e) => {
         clearTimeout(t);
