@@ -2,20 +2,22 @@
  * A throw-away PostgreSQL 15 cluster (a primary and optional streaming
  * replicas) on free ports in a temporary directory, for `npm start
  * --embedded` and the test suite. Tuned for speed, not durability.
+ *
+ * Everything it starts it can stop at any moment, by process id: start()
+ * takes an AbortSignal (Ctrl-C during start-up), and a process that exits
+ * with clusters still running stops them on its way out.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { appendFile, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import pg from 'pg';
+import { alive, isPostmasterOf, signal, waitFor, waitSync } from './processes.ts';
+import { postgresIds, Programs } from './programs.ts';
 
-const run = promisify(execFile);
-
-const PG_BIN = '/usr/lib/postgresql/15/bin';
 const HOST = '127.0.0.1';
 /** How long waitForReplicas waits beyond a replica's recovery_min_apply_delay. */
 const REPLAY_TIMEOUT_MS = 60_000;
@@ -38,7 +40,15 @@ export interface ClusterOptions {
   baseDir?: string;
   /** Progress lines; default silent. */
   log?: (line: string) => void;
+  /**
+   * Aborts the start: what was started is stopped, what was created
+   * removed, and start() rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
+
+/** How long a postmaster may take to accept connections, or to stop. */
+const SERVER_TIMEOUT_MS = 60_000;
 
 /** A free TCP port on 127.0.0.1 (free when asked; another process may take it later). */
 export function freePort(): Promise<number> {
@@ -53,44 +63,44 @@ export function freePort(): Promise<number> {
   });
 }
 
-// initdb and postgres refuse to run as root, so as root every server
-// binary runs as the `postgres` OS user, which must own the files.
-const asRoot = process.getuid?.() === 0;
-
-function pgCommand(bin: string, args: string[]): [string, string[]] {
-  const exe = path.join(PG_BIN, bin);
-  return asRoot ? ['runuser', ['-u', 'postgres', '--', exe, ...args]] : [exe, args];
+/** Gives a path to the `postgres` user when running as root; no-op otherwise. */
+async function own(p: string): Promise<void> {
+  const ids = postgresIds();
+  if (ids !== undefined) await chown(p, ids.uid, ids.gid);
 }
 
-/** Runs a PostgreSQL binary; the error carries its stderr and, if given, the tail of a log file. */
-async function pgRun(bin: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd: string; logFile?: string }): Promise<string> {
-  const [cmd, argv] = pgCommand(bin, args);
+/** Clusters not stopped yet, stopped at the latest when the process exits. */
+const live = new Set<LocalCluster>();
+let exitHook = false;
+
+function stopAtExit(cluster: LocalCluster): void {
+  live.add(cluster);
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const c of live) c.stopNow();
+  });
+}
+
+/** The pid in a data directory's postmaster.pid, if there is one. */
+function pidFileOf(dataDir: string): number | undefined {
   try {
-    // cwd: the caller's directory may be unreadable for `postgres`.
-    const { stdout } = await run(cmd, argv, { cwd: opts.cwd, env: { ...process.env, ...opts.env } });
-    return stdout;
-  } catch (err) {
-    const e = err as Error & { stderr?: string };
-    let detail = e.stderr?.trim() ?? '';
-    if (opts.logFile) {
-      const log = await readFile(opts.logFile, 'utf8').catch(() => '');
-      detail += `\n--- ${opts.logFile} (tail) ---\n${log.split('\n').slice(-20).join('\n')}`;
-    }
-    throw new Error(`${bin} ${args.join(' ')} failed: ${detail || e.message}`);
+    const pid = Number.parseInt(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0], 10);
+    return pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
   }
 }
 
-let postgresIds: Promise<{ uid: number; gid: number }> | undefined;
-
-/** Gives a path to the `postgres` user when running as root; no-op otherwise. */
-async function own(p: string): Promise<void> {
-  if (!asRoot) return;
-  postgresIds ??= Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])]).then(([u, g]) => ({
-    uid: Number(u.stdout.trim()),
-    gid: Number(g.stdout.trim()),
-  }));
-  const { uid, gid } = await postgresIds;
-  await chown(p, uid, gid);
+/** Whether postmaster.pid says the server accepts connections (pg_ctl's own test). */
+function serverReady(dataDir: string, pid: number): boolean {
+  try {
+    const lines = readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n');
+    const status = lines[7]?.trim();
+    return Number(lines[0]) === pid && (status === 'ready' || status === 'standby');
+  } catch {
+    return false;
+  }
 }
 
 /** postgresql.conf lines; every value quoted, which PostgreSQL accepts for any type. */
@@ -138,8 +148,10 @@ export class LocalCluster {
   readonly superuser: string = 'postgres';
   readonly superuserPassword: string;
   readonly baseDir: string;
-  /** Nodes whose server was started, so stop() leaves others alone. */
-  private readonly started = new Set<NodeInfo>();
+  /** Postmasters this cluster started, by node, so stop() leaves other servers alone. */
+  private readonly postmasters = new Map<NodeInfo, ChildProcess>();
+  /** initdb and pg_basebackup while they run. */
+  private readonly programs = new Programs();
   private readonly removeBaseDir: boolean;
   private readonly log: (line: string) => void;
   private stopping: Promise<void> | undefined;
@@ -155,6 +167,8 @@ export class LocalCluster {
 
   static async start(opts: ClusterOptions = {}): Promise<LocalCluster> {
     const log = opts.log ?? (() => {});
+    const abort = opts.signal;
+    abort?.throwIfAborted();
     const began = Date.now();
     let baseDir: string;
     if (opts.baseDir) {
@@ -163,7 +177,6 @@ export class LocalCluster {
     } else {
       baseDir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-cluster-'));
     }
-    await own(baseDir);
 
     const nodeDirs = (name: string): NodeDirs => {
       const dir = path.join(baseDir, name);
@@ -171,20 +184,32 @@ export class LocalCluster {
     };
     const primaryDirs = nodeDirs('primary');
     const replicaDirs = Array.from({ length: opts.replicas ?? 0 }, (_, i) => nodeDirs(`replica${i + 1}`));
-    const ports = await distinctFreePorts(1 + replicaDirs.length);
-    const primary: NodeInfo = { host: HOST, port: ports[0], dataDir: primaryDirs.dataDir, role: 'primary' };
-    const replicas = replicaDirs.map((d, i): NodeInfo => ({ host: HOST, port: ports[i + 1], dataDir: d.dataDir, role: 'replica' }));
     const password = randomBytes(18).toString('base64url');
+    const primary: NodeInfo = { host: HOST, port: 0, dataDir: primaryDirs.dataDir, role: 'primary' };
+    const replicas = replicaDirs.map((d): NodeInfo => ({ host: HOST, port: 0, dataDir: d.dataDir, role: 'replica' }));
     const cluster = new LocalCluster(baseDir, !opts.baseDir, password, primary, replicas, log);
+    stopAtExit(cluster);
+    // A program running when the start is aborted is stopped at once; the
+    // step waiting on it then fails, and the catch below cleans up.
+    const onAbort = () => void cluster.programs.stopAll();
+    abort?.addEventListener('abort', onAbort, { once: true });
+    /** Between steps: an abort that came during a step without a program of its own. */
+    const step = () => abort?.throwIfAborted();
 
     try {
+      step();
+      await own(baseDir);
+      const ports = await distinctFreePorts(1 + replicaDirs.length);
+      primary.port = ports[0];
+      replicas.forEach((r, i) => (r.port = ports[i + 1]));
       await mkdir(primaryDirs.dir);
       await own(primaryDirs.dir);
       const pwfile = path.join(baseDir, 'superuser.pw');
       await writeFile(pwfile, password + '\n', { mode: 0o600 });
       await own(pwfile);
+      step();
       log(`initdb ${primaryDirs.dataDir}`);
-      await pgRun(
+      await cluster.programs.run(
         'initdb',
         ['-D', primaryDirs.dataDir, '-U', 'postgres', `--pwfile=${pwfile}`, '--auth-local=trust', '--auth-host=scram-sha-256',
           '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'],
@@ -194,38 +219,58 @@ export class LocalCluster {
       // Appended last, so these override initdb's defaults; replicas copy the file.
       await appendFile(path.join(primaryDirs.dataDir, 'postgresql.conf'), confLines({ ...BASE_SETTINGS, ...opts.settings, ...nodeSettings(primary, primaryDirs) }));
       await writeFile(path.join(primaryDirs.dataDir, 'pg_hba.conf'), HBA);
-      await cluster.startNode(primary, primaryDirs);
+      step();
+      await cluster.startNode(primary, primaryDirs, abort);
 
       await Promise.all(
         replicas.map(async (node, i) => {
           const d = replicaDirs[i];
           await mkdir(d.dir);
           await own(d.dir);
+          step();
           log(`pg_basebackup ${d.dataDir}`);
           // -R writes primary_conninfo with the password from PGPASSWORD, so the
           // replica can log in to stream; -c fast avoids waiting for a spread checkpoint.
-          await pgRun(
+          await cluster.programs.run(
             'pg_basebackup',
             ['-h', HOST, '-p', String(primary.port), '-U', 'postgres', '-D', d.dataDir, '-R', '-X', 'stream', '-c', 'fast', '--no-sync', '-w'],
             { cwd: baseDir, env: { PGPASSWORD: password } },
           );
           await appendFile(path.join(d.dataDir, 'postgresql.conf'), confLines({ ...nodeSettings(node, d), ...opts.replicaSettings?.[i] }));
-          await cluster.startNode(node, d);
+          step();
+          await cluster.startNode(node, d, abort);
         }),
       );
+      step();
     } catch (err) {
       await cluster.stop().catch(() => {});
-      throw err;
+      // Whatever failed as a result of the abort failed because of it.
+      throw abort?.aborted ? abort.reason : err;
+    } finally {
+      abort?.removeEventListener('abort', onAbort);
     }
     log(`cluster ready in ${Date.now() - began} ms: primary ${HOST}:${primary.port}` + replicas.map((r) => `, replica ${HOST}:${r.port}`).join(''));
     return cluster;
   }
 
-  private async startNode(node: NodeInfo, d: NodeDirs): Promise<void> {
+  /**
+   * Starts a node's postmaster as a child of this process (so its pid is
+   * known from the first moment) and waits until it accepts connections.
+   */
+  private async startNode(node: NodeInfo, d: NodeDirs, abort?: AbortSignal): Promise<void> {
     this.log(`starting ${node.role} on ${node.host}:${node.port}`);
-    // Marked before starting: a start that fails half way may leave a server behind.
-    this.started.add(node);
-    await pgRun('pg_ctl', ['-w', '-t', '60', '-D', d.dataDir, '-l', d.logFile, 'start'], { cwd: this.baseDir, logFile: d.logFile });
+    const child = this.programs.start('postgres', ['-D', d.dataDir], { cwd: this.baseDir, logFile: d.logFile });
+    this.postmasters.set(node, child);
+    let exited = false;
+    child.once('exit', () => (exited = true));
+    const pid = child.pid!;
+    const ready = await waitFor(() => exited || abort?.aborted === true || serverReady(d.dataDir, pid), SERVER_TIMEOUT_MS);
+    abort?.throwIfAborted();
+    if (exited || !ready) {
+      const log = await readFile(d.logFile, 'utf8').catch(() => '');
+      const tail = log.split('\n').slice(-20).join('\n');
+      throw new Error(`postgres -D ${d.dataDir} ${exited ? 'exited' : `did not accept connections within ${SERVER_TIMEOUT_MS / 1000} s`}:\n--- ${d.logFile} (tail) ---\n${tail}`);
+    }
   }
 
   /** A postgresql:// URL for a node; the superuser's password is filled in for the superuser. */
@@ -295,47 +340,53 @@ export class LocalCluster {
   }
 
   private async doStop(): Promise<void> {
+    await this.programs.stopAll();
     // Replicas first: a primary shutting down waits for its WAL senders.
-    const replicas = this.replicas.filter((n) => this.started.has(n));
+    const replicas = this.replicas.filter((n) => this.postmasters.has(n));
     await Promise.all(replicas.map((n) => this.stopNode(n)));
-    if (this.started.has(this.primary)) await this.stopNode(this.primary);
-    this.started.clear();
+    if (this.postmasters.has(this.primary)) await this.stopNode(this.primary);
+    this.postmasters.clear();
     if (this.removeBaseDir) await rm(this.baseDir, { recursive: true, force: true });
+    live.delete(this);
     this.log('cluster stopped');
   }
 
+  /**
+   * The pid of a node's running postmaster: from postmaster.pid when it
+   * belongs to this data directory (a test may have restarted the node
+   * with pg_ctl), else the one this cluster started, if still running.
+   */
+  private postmasterPid(node: NodeInfo): number | undefined {
+    const fromFile = pidFileOf(node.dataDir);
+    if (fromFile !== undefined && isPostmasterOf(fromFile, node.dataDir)) return fromFile;
+    const own = this.postmasters.get(node)?.pid;
+    return own !== undefined && alive(own) ? own : undefined;
+  }
+
+  /** Fast shutdown (SIGINT) of a node's postmaster, waiting until it has exited. */
   private async stopNode(node: NodeInfo): Promise<void> {
-    if (!existsSync(path.join(node.dataDir, 'postmaster.pid'))) return; // never started or already stopped
-    try {
-      await pgRun('pg_ctl', ['-w', '-D', node.dataDir, '-m', 'fast', 'stop'], { cwd: this.baseDir });
-    } catch (err) {
-      // A stale pid file: the server is gone already (pg_ctl status exits 3).
-      const [cmd, argv] = pgCommand('pg_ctl', ['-D', node.dataDir, 'status']);
-      const stillRunning = await run(cmd, argv, { cwd: this.baseDir }).then(
-        () => true,
-        (e: { code?: number }) => e.code !== 3,
-      );
-      if (stillRunning) throw err;
-    }
+    const pid = this.postmasterPid(node);
+    if (pid === undefined || !signal(pid, 'SIGINT')) return;
+    if (await waitFor(() => !alive(pid), SERVER_TIMEOUT_MS)) return;
+    signal(pid, 'SIGKILL');
+    await waitFor(() => !alive(pid), 5_000);
   }
 
   /**
    * Synchronous last-resort stop for `process.on('exit')` handlers, where
-   * nothing asynchronous runs: immediate shutdown, then removal of the
-   * directory it created. Errors are ignored.
+   * nothing asynchronous runs: programs killed, immediate shutdown
+   * (SIGQUIT) of the postmasters, then removal of the directory it created.
    */
   stopNow(): void {
+    this.programs.stopAllNow();
     for (const node of [...this.replicas, this.primary]) {
-      if (!this.started.has(node) || !existsSync(path.join(node.dataDir, 'postmaster.pid'))) continue;
-      const [cmd, argv] = pgCommand('pg_ctl', ['-w', '-D', node.dataDir, '-m', 'immediate', 'stop']);
-      try {
-        execFileSync(cmd, argv, { cwd: this.baseDir, stdio: 'ignore' });
-      } catch {
-        // Best effort: the process is exiting anyway.
-      }
+      const pid = this.postmasters.has(node) ? this.postmasterPid(node) : undefined;
+      if (pid === undefined || !signal(pid, 'SIGQUIT')) continue;
+      if (!waitSync(() => !alive(pid), 10_000)) signal(pid, 'SIGKILL');
     }
-    this.started.clear();
+    this.postmasters.clear();
     if (this.removeBaseDir) rmSync(this.baseDir, { recursive: true, force: true });
+    live.delete(this);
   }
 }
 
