@@ -186,7 +186,7 @@ export const ConfigSchema = z
     ),
     health_check_user: setting(
       z.string().min(1).optional(),
-      'User that checks node health, roles, lag and function volatility (password from [users.NAME]); default auth_user',
+      'User that checks node health, roles, lag and function volatility (with the credentials pgmux logs in to servers with); default auth_user, else a user whose clients have logged in',
       'user',
     ),
     health_check_period: setting(z.number().positive().default(2), 'Seconds between health checks of each node', 'seconds'),

@@ -111,7 +111,7 @@ export class ReplicaRouter implements EndpointRouter {
 }
 
 /** A message as pgpool's per-node trace names it: "Parse: select 1", "Sync". */
-function describe(type: number, msg: Buffer): string {
+export function describe(type: number, msg: Buffer): string {
   switch (type) {
     case 0x51:
       return `Query: ${readQuery(msg)}`;
