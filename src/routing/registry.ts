@@ -5,6 +5,7 @@ import { FunctionVolatility } from '../sql/volatility.ts';
 import { ControlPlane } from './control-plane.ts';
 import { parseNodeUrl, type Endpoint } from './endpoint.ts';
 import { NodeMonitor, type CheckSession } from './node-monitor.ts';
+import { PrimaryRouter } from './primary-router.ts';
 import { ReplicaRouter } from './router.ts';
 import { inlineParams } from './sql-literal.ts';
 
@@ -214,7 +215,8 @@ export class EndpointRegistry {
     const log = this.log.child({ endpoint: name });
     const nodes = endpoint.nodes.map((n, i) => ({ host: n.host, port: n.port, weight: weights?.[i] ?? 1 }));
     const traces = { logPerNodeStatement: c.log_per_node_statement, noticePerNodeStatement: c.notice_per_node_statement, log };
-    // One node, or everything to the primary: nothing to check.
+    // One node, or everything to the primary: nothing to check, but the
+    // node's statements are still counted and traced.
     const monitor = new NodeMonitor(nodes, {
       connect: spreads ? (node) => this.openCheck(name, node) : null,
       checkUser: () => this.checkLogin(name)?.user ?? null,
@@ -225,7 +227,7 @@ export class EndpointRegistry {
       maxReplicaLagMs: s(c.max_replica_lag),
       log,
     });
-    if (!spreads) return { endpoint, signature, router: SINGLE_NODE, monitor };
+    if (!spreads) return { endpoint, signature, router: new PrimaryRouter(monitor, traces), monitor };
     const volatility = new Map<string, FunctionVolatility>();
     const volatilityFor = (database: string): FunctionVolatility => {
       let v = volatility.get(database);
