@@ -87,3 +87,33 @@ describe('a server FATAL reaches the client once, and nothing follows it', () =>
     }
   });
 });
+
+describe('a server FATAL in the message-level loop (transaction pooling)', () => {
+  let pgmux: RunningPgmux;
+  beforeAll(async () => {
+    pgmux = await startPgmux({ ...trustSettings(), pool_mode: 'transaction', default_pool_size: 1 });
+  });
+  afterAll(async () => {
+    await pgmux.stop();
+    await rm(path.dirname(pgmux.server.currentConfig.auth_file!), { recursive: true, force: true });
+  });
+
+  it('a client idle in a transaction block whose backend is terminated reads the one FATAL, and the pool serves the next client', async () => {
+    const c = await RawClient.login(pgmux.port, 'app', 'appdb');
+    c.write(query('BEGIN; SELECT pg_backend_pid() AS pid'));
+    const row = await c.until((m) => m.type === 'D');
+    const pid = Number(row!.body.subarray(6).toString());
+    await c.until((m) => m.type === 'Z');
+    c.messages.length = 0;
+    await terminate(pid);
+    await c.until(() => false, 3000).catch(() => null);
+    expect(c.closed).toBe(true);
+    const errors = c.messages.filter((m) => m.type === 'E').map((m) => parseErrorFields(m.body));
+    expect(errors.map((f) => [f.get('V'), f.get('C')])).toEqual([['FATAL', '57P01']]);
+    const next = await RawClient.login(pgmux.port, 'app', 'appdb');
+    next.write(query('SELECT 1'));
+    await next.until((m) => m.type === 'Z');
+    expect(next.messages.map((m) => m.type)).toEqual(['T', 'D', 'C', 'Z']);
+    next.close();
+  });
+});

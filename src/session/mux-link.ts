@@ -482,7 +482,13 @@ export class MuxLink implements ServerOwner {
 
   private onServerError(body: Buffer, forwarded: boolean): void {
     this.txn.failed = true;
-    if (!forwarded && !this.closing) {
+    if (forwarded) {
+      const f = parseErrorFields(body);
+      const severity = f.get('V') ?? f.get('S');
+      if (severity === 'FATAL' || severity === 'PANIC') this.host.serverFatalForwarded(f.get('M') ?? '');
+      return;
+    }
+    if (!this.closing) {
       const f = parseErrorFields(body);
       this.host.log.warn({ code: f.get('C'), message: f.get('M') }, 'query pgmux sent for the client failed');
     }

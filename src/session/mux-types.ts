@@ -45,6 +45,8 @@ export interface MuxHost {
   resumeClient(): void;
   /** Ends the client with this error. */
   fatal(err: unknown): void;
+  /** The server's FATAL reached the client: when its connection closes, the client is only hung up on. */
+  serverFatalForwarded(message: string): void;
   /** The client sent Terminate. */
   terminated(): void;
   readonly stats: { queries: number; transactions: number; preparedHits: number; preparedMisses: number };

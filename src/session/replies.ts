@@ -178,6 +178,13 @@ export class ReplyQueue {
       // Between requests only asynchronous messages may arrive.
       if (type === 0x4e /* Notice */ || type === 0x41 /* Notification */) return true;
       if (type === S_PARAM) return this.events.onParameterStatus(body!, true);
+      if (type === E) {
+        // A FATAL the server sends on its own (pg_terminate_backend,
+        // idle_in_transaction_session_timeout) before it closes: the
+        // client reads it, as it would connected directly.
+        this.events.onError(body!, true);
+        return true;
+      }
       this.events.onOutOfStep(type);
       return false;
     }
@@ -188,7 +195,7 @@ export class ReplyQueue {
       case E: {
         e.onError?.();
         const replace = e.replaceError ?? (e.names !== undefined ? (renameInError(E, body!, `"${e.names.server}"`, `"${e.names.client}"`) ?? undefined) : undefined);
-        this.events.onError(replace ?? body!, forward || replace !== undefined);
+        this.events.onError(body!, forward || replace !== undefined);
         if (isExtended(e.type)) {
           this.pop();
           this.skipToSync();
