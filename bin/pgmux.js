@@ -3,6 +3,7 @@
 // from its TypeScript sources by Node's own type stripping when there is none.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 const [major, minor] = process.versions.node.split('.').map(Number);
@@ -21,9 +22,16 @@ if (major < 22 || (major === 22 && minor < 18)) {
 const FLAGS = ['--liftoff-only', '--max-semi-space-size=4'];
 if (!process.execArgv.includes(FLAGS[0])) {
   const child = spawn(process.execPath, [...FLAGS, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
-  child.on('exit', (code, signal) => process.exit(code ?? (signal === null ? 1 : 128)));
+  // Every signal pgmux acts on goes on to it: SIGQUIT and SIGUSR2 would
+  // otherwise end this process alone and leave pgmux running, and SIGUSR1
+  // would open this process's inspector.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2']) process.on(sig, () => child.kill(sig));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal === null ? 1 : 128 + (os.constants.signals[signal] ?? 0))));
 } else {
+  // SIGUSR1 is pgmux's PAUSE, never Node's inspector (a debugging port
+  // anyone on the host could attach to): with a listener from the first
+  // moment, Node does not open it while pgmux starts either.
+  process.on('SIGUSR1', () => {});
   const bundle = new URL('../dist/cli.js', import.meta.url);
   await import(existsSync(bundle) ? bundle.href : '../src/cli.ts');
 }

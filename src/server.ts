@@ -42,6 +42,35 @@ export function endpointsFromConfig(config: Config): Map<string, Endpoint> {
 
 const s = (seconds: number) => Math.round(seconds * 1000);
 
+/** Signals this close together are one request sent twice (see shutdown()). */
+const SAME_SIGNAL_MS = 1000;
+
+/** Running servers: the process signals below act on each. */
+const running = new Set<PgmuxServer>();
+let usrSignalsHeard = false;
+
+const onQuit = () => {
+  for (const server of [...running]) server.onSignal('SIGQUIT');
+};
+
+/**
+ * PgBouncer's signals that the CLI does not handle itself: SIGUSR1 pauses
+ * every pool, SIGUSR2 resumes them, SIGQUIT stops at once. SIGUSR1 is
+ * Node's signal to open its inspector, a debugging port anyone on the host
+ * could attach to: a listener of ours keeps it closed, so the SIGUSR
+ * listeners stay for the life of the process (with no server running they
+ * do nothing, where the defaults would open the inspector or kill).
+ * SIGQUIT's listener goes with the last server, leaving its default.
+ */
+function listenForSignals(server: PgmuxServer): void {
+  if (!usrSignalsHeard) {
+    usrSignalsHeard = true;
+    for (const sig of ['SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => running.forEach((x) => x.onSignal(sig)));
+  }
+  if (running.size === 0) process.on('SIGQUIT', onQuit);
+  running.add(server);
+}
+
 /** Whether any client may be served by the message-level loop. */
 function needsClassifier(c: Config): boolean {
   const muxMode = (m: string | undefined) => m === 'transaction' || m === 'statement';
@@ -93,7 +122,8 @@ export class PgmuxServer {
   /** Where RELOAD (admin console) reads the configuration; the CLI sets it to re-read files and flags. */
   reloadSource: () => Promise<Config> = async () => this.config;
   /** What SHUTDOWN (admin console) does; the CLI sets it to stop the process. */
-  onShutdown: (mode: string) => void = () => void this.stop();
+  onShutdown: (mode: string) => void = (mode) =>
+    void (mode === 'now' ? this.stop() : this.shutdown(mode === 'wait_for_clients' ? 'clients' : 'transactions'));
   private readonly adminBackend: AdminBackend;
   /** Accepting clients (false before start and once stopping). */
   ready = false;
@@ -268,6 +298,7 @@ export class PgmuxServer {
       this.metricsServer = await startMetricsServer(c.metrics_listen, this);
     }
     this.databaseStats.start();
+    listenForSignals(this);
     this.ready = true;
     const addr = this.listener.address() as net.AddressInfo;
     const metrics = this.metricsAddress();
@@ -308,6 +339,29 @@ export class PgmuxServer {
     this.log.info({ settings, added, changed, removed }, 'configuration reloaded');
   }
 
+  /** SIGUSR1: PAUSE; SIGUSR2: RESUME; SIGQUIT: stop now (the CLI is told, so the process ends). */
+  onSignal(signal: 'SIGUSR1' | 'SIGUSR2' | 'SIGQUIT'): void {
+    switch (signal) {
+      case 'SIGUSR1':
+        this.log.info({ signal }, 'pausing every pool');
+        this.pools.pause(undefined, s(this.config.shutdown_timeout)).then(
+          () => this.log.info({ signal }, 'paused: no server connection in use'),
+          (err: Error) => this.log.warn({ signal, err: err.message }, 'paused, with server connections still in use'),
+        );
+        return;
+      case 'SIGUSR2':
+        this.log.info({ signal }, 'resuming every pool');
+        this.pools.resume();
+        return;
+      case 'SIGQUIT':
+        this.log.info({ signal }, 'stopping now');
+        this.onShutdown('now');
+        // Also when a shutdown is already waiting, which the CLI would not cut short.
+        void this.stop();
+        return;
+    }
+  }
+
   /** Where /metrics is served, once started with metrics_listen. */
   metricsAddress(): { host: string; port: number } | null {
     const a = this.metricsServer?.address();
@@ -331,20 +385,45 @@ export class PgmuxServer {
 
   /**
    * Graceful stop: no new clients, then wait — for every client to leave
-   * (`clients`, SIGTERM) or only for statements and transactions running
-   * now (`transactions`, SIGINT) — at most shutdown_timeout, then stop().
+   * (`clients`: SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS) or only for the
+   * transactions and statements under way (`transactions`: SIGINT,
+   * SHUTDOWN WAIT_FOR_SERVERS; a client idle in a transaction is waited
+   * for) — at most shutdown_timeout, then stop(). A SIGTERM meanwhile
+   * stops at once, as a second SIGTERM does PgBouncer; one that comes
+   * within a second of the start is the same request told twice (systemd
+   * signals every process of a service, and bin/pgmux.js passes its own on).
    */
   async shutdown(wait: 'clients' | 'transactions'): Promise<void> {
     this.ready = false;
     this.listener.close();
     const deadline = Date.now() + s(this.config.shutdown_timeout);
-    const busy = () => (wait === 'clients' ? this.sessions.size > 0 : [...this.sessions].some((x) => x.currentServer() !== null));
-    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const busy = () => (wait === 'clients' ? this.sessions.size > 0 : [...this.sessions].some((x) => x.inTransaction()));
+    const now = () => {
+      this.log.info({ signal: 'SIGTERM' }, 'stopping now');
+      void this.stop();
+    };
+    const arm = setTimeout(() => process.once('SIGTERM', now), SAME_SIGNAL_MS);
+    try {
+      while (busy() && Date.now() < deadline && this.stopped === null) await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      clearTimeout(arm);
+      process.off('SIGTERM', now);
+    }
     await this.stop();
   }
 
+  /** The stop under way, once stop() has been called: later calls wait for the same. */
+  private stopped: Promise<void> | null = null;
+
   /** Stops accepting, ends every client and closes every server connection. */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    this.stopped ??= this.stopNow();
+    return this.stopped;
+  }
+
+  private async stopNow(): Promise<void> {
+    running.delete(this);
+    if (running.size === 0) process.off('SIGQUIT', onQuit);
     // close() stops accepting at once but calls back only when every
     // connection has ended, which the sessions below see to.
     this.ready = false;

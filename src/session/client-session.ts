@@ -49,6 +49,9 @@ type Phase = (typeof enum_)[keyof typeof enum_];
 
 let nextId = 1;
 
+/** ReadyForQuery's status byte outside a transaction block. */
+const IDLE = 0x49; /* I */
+
 /** What the server gives each client session besides the shared context. */
 export interface SessionOptions {
   /** client_login_timeout: from accept until the client has authenticated, in ms (0: no limit). */
@@ -201,6 +204,18 @@ export class ClientSession implements CancelTarget {
   /** The server connection serving this client right now, if a statement is running. */
   get server(): ServerConnection | null {
     return this.link?.server ?? null;
+  }
+
+  /**
+   * Inside a transaction block or with a statement under way: a safe
+   * shutdown (SIGINT, SHUTDOWN WAIT_FOR_SERVERS) waits for it.
+   */
+  inTransaction(): boolean {
+    const link = this.link;
+    if (this.phase !== enum_.ready || link === null || link instanceof AdminLink) return false;
+    if (link.busyServer() !== null) return true;
+    const status = link instanceof MuxLink ? link.status : link instanceof SessionLink ? link.transactionStatus : IDLE;
+    return status !== IDLE;
   }
 
   currentServer() {
@@ -689,6 +704,8 @@ export class ClientSession implements CancelTarget {
  */
 class SessionLink extends DirectLink {
   private readonly session: ClientSession;
+  /** From the last ReadyForQuery: 'I', 'T' or 'E'. */
+  transactionStatus = IDLE;
 
   constructor(host: DirectHost, server: ServerConnection, session: ClientSession) {
     super(host, server);
@@ -696,7 +713,8 @@ class SessionLink extends DirectLink {
   }
 
   override onMessage(type: number, body: Buffer | null): boolean {
-    if (type === 0x45 /* ErrorResponse */ && body !== null) {
+    if (type === 0x5a /* ReadyForQuery */ && body !== null) this.transactionStatus = body[0];
+    else if (type === 0x45 /* ErrorResponse */ && body !== null) {
       const fields = parseErrorFields(body);
       const severity = fields.get('V') ?? fields.get('S');
       if (severity === 'FATAL' || severity === 'PANIC') this.session.serverFatalForwarded(fields.get('M') ?? '');
