@@ -1,4 +1,5 @@
 import { loadUserlist } from './auth/userlist.ts';
+import { listenProblem } from './cli/listen-check.ts';
 import { openLogFile } from './cli/log-file.ts';
 import { PidFile } from './cli/pid-file.ts';
 import { Interrupted, Signals } from './cli/signals.ts';
@@ -37,6 +38,13 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
     // Removed however the process ends.
     process.once('exit', () => pidFile.remove());
   }
+  for (const [setting, listen] of [['listen', config.listen], ['metrics_listen', config.metrics_listen]] as const) {
+    const problem = listen === undefined ? null : await listenProblem(listen, setting);
+    if (problem !== null) {
+      console.error(`pgmux: ${problem}`);
+      return 1;
+    }
+  }
   if (!loaded.embedded && Object.keys(config.endpoints).length === 0) {
     console.error('pgmux: no endpoint configured. Give one with --endpoint main=postgresql://127.0.0.1:5432, or try --embedded.');
     return 2;
@@ -69,6 +77,16 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
     console.error(`  psql "postgresql://${user}:${password}@${host}:${addr.port}/${user}"\n`);
     console.error('Reads go to the replica and writes to the primary: compare "SELECT inet_server_port()"');
     console.error('with "CREATE TABLE t AS SELECT inet_server_port()" then "TABLE t".\n');
+    const admins = config.admin_users.split(',').map((u) => u.trim());
+    if (admins.includes(user)) {
+      console.error('The admin console (SHOW POOLS, SHOW CLIENTS, SHOW NODES, ...):\n');
+      console.error(`  psql "postgresql://${user}:${password}@${host}:${addr.port}/pgmux" -c "SHOW POOLS"\n`);
+    }
+    const metrics = server.metricsAddress();
+    if (metrics !== null) {
+      const mhost = metrics.host.includes(':') ? `[${metrics.host}]` : metrics.host;
+      console.error(`Prometheus metrics, health and readiness:\n\n  curl http://${mhost}:${metrics.port}/metrics\n  curl http://${mhost}:${metrics.port}/readyz\n`);
+    }
     console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
   }
 

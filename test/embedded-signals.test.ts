@@ -59,7 +59,7 @@ describe('Ctrl-C while the embedded cluster is being built', () => {
       expect(processesUnder(tmp)).toEqual([]);
       expect(readdirSync(tmp)).toEqual([]);
     } finally {
-      pgmux.kill();
+      await pgmux.kill();
     }
   });
 
@@ -73,7 +73,7 @@ describe('Ctrl-C while the embedded cluster is being built', () => {
       expect(processesUnder(tmp)).toEqual([]);
       expect(readdirSync(tmp)).toEqual([]);
     } finally {
-      pgmux.kill();
+      await pgmux.kill();
     }
   });
 
@@ -88,7 +88,7 @@ describe('Ctrl-C while the embedded cluster is being built', () => {
       expect(processesUnder(tmp)).toEqual([]);
       expect(readdirSync(tmp)).toEqual([]);
     } finally {
-      pgmux.kill();
+      await pgmux.kill();
     }
   });
 });

@@ -253,7 +253,7 @@ describe('pgbouncer.ini strictness', () => {
       expect(existsSync(pidfile)).toBe(false);
       expect(await readFile(logfile, 'utf8')).toContain('"msg":"stopping"');
     } finally {
-      pgmux.kill();
+      await pgmux.kill();
     }
   });
 
@@ -269,7 +269,7 @@ describe('pgbouncer.ini strictness', () => {
       expect(pgmux.output).toContain(`pid_file "${pidfile}" names process ${process.pid}, which is running`);
       expect(await readFile(pidfile, 'utf8')).toBe(`${process.pid}\n`);
     } finally {
-      pgmux.kill();
+      await pgmux.kill();
     }
   });
 });

@@ -1,7 +1,8 @@
 /**
  * `pgmux --embedded` (what `npm start` runs): a throw-away primary and
- * replica, a login role with a fresh password, and the configuration that
- * puts pgmux in front of them. Everything lives in the cluster's
+ * replica, a login role with a fresh password that may also use the admin
+ * console, and the configuration that puts pgmux in front of them with
+ * /metrics served. Everything lives in the cluster's
  * directory, so stopping the cluster removes it all.
  */
 import { randomBytes } from 'node:crypto';
@@ -44,6 +45,10 @@ export async function startDemo(config: Config, signal: AbortSignal, log: (line:
       auth_file: c.auth_file ?? authFile,
       // The local superuser checks the nodes (health, roles, lag).
       health_check_user: c.health_check_user ?? cluster.superuser,
+      // The admin console and /metrics are part of what there is to try;
+      // metrics on a free port (printed at start) unless one is given.
+      admin_users: c.admin_users === '' ? user : c.admin_users,
+      metrics_listen: c.metrics_listen ?? '127.0.0.1:0',
       users: { ...c.users, [cluster.superuser]: { ...c.users[cluster.superuser], password: cluster.superuserPassword } },
     });
     return { config: overlay(config), overlay, user, password, stop: () => cluster.stop() };

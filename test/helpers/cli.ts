@@ -61,8 +61,14 @@ export class CliProcess {
     else this.child.kill(sig);
   }
 
-  /** Last resort for a test that failed half way. */
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  /**
+   * For a test that failed half way: asks pgmux to stop (so it stops the
+   * servers it started), and kills it if it has not within 15 s.
+   */
+  async kill(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGTERM');
+    const ended = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 15_000))]);
+    if (!ended) this.child.kill('SIGKILL');
   }
 }

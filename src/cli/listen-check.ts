@@ -1,0 +1,40 @@
+/**
+ * Whether pgmux can listen where it is told to, asked before anything is
+ * started: `npm start` with the port taken should say so at once, not
+ * after building a cluster it then has to take down again.
+ */
+import net from 'node:net';
+
+/** host:port or [v6]:port, as the schema accepts `listen`; an empty host is every IPv4 address. */
+function hostPort(listen: string): { host: string; port: number } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):([0-9]+)$/.exec(listen.trim());
+  return m === null ? null : { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
+}
+
+/**
+ * What is wrong with listening on `listen` (set by `setting`, e.g.
+ * `listen`), in words that say how to choose another address; null when
+ * it is free. Port 0 (any free port) is always free.
+ */
+export async function listenProblem(listen: string, setting: string): Promise<string | null> {
+  const addr = hostPort(listen);
+  if (addr === null || addr.port === 0) return null;
+  const code = await new Promise<string | null>((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    probe.listen({ host: addr.host, port: addr.port, exclusive: true }, () => probe.close(() => resolve(null)));
+  });
+  return code === null ? null : describeListenError(code, listen, setting);
+}
+
+/** The words for a listen error code, saying how to choose another address. */
+function describeListenError(code: string, listen: string, setting: string): string {
+  const flag = `--${setting.replaceAll('_', '-')}`;
+  const addr = hostPort(listen);
+  const other = addr === null ? 'HOST:PORT' : `${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port === 65535 ? addr.port - 1 : addr.port + 1}`;
+  const how = `choose another with ${flag} ${other} (or ${setting} in the configuration file, PGMUX_${setting.toUpperCase()} in the environment; with npm start: npm start -- ${flag} ${other})`;
+  if (code === 'EADDRINUSE') return `cannot listen on ${listen}: the address is already in use (another pgmux or PgBouncer?); ${how}`;
+  if (code === 'EACCES') return `cannot listen on ${listen}: permission denied (ports under 1024 need privileges); ${how}`;
+  if (code === 'EADDRNOTAVAIL') return `cannot listen on ${listen}: no network interface of this machine has that address; ${how}`;
+  return `cannot listen on ${listen}: ${code}; ${how}`;
+}
