@@ -260,9 +260,9 @@ export class MuxLink implements ServerOwner {
     }
     if (this.server === null) {
       const lent = this.lend(node);
-      if (lent !== null) return lent.then(() => (this.server === null || this.closing ? STOP : this.sendFirst(b, node)));
+      if (lent !== null) return lent.then(() => (this.server === null || this.closing ? STOP : this.sendFirst(b, this.node)));
     }
-    this.sendFirst(b, node);
+    this.sendFirst(b, this.node);
     return null;
   }
 
@@ -358,9 +358,11 @@ export class MuxLink implements ServerOwner {
     if (conn !== undefined) this.parked.delete(node);
     else {
       conn = this.host.tryAcquire(node);
-      if (conn === null) return this.host.acquire(node).then((c) => this.took(c, node));
+      // The pool may serve a read from another node (the primary, when a
+      // replica cannot be reached): the connection says which.
+      if (conn === null) return this.host.acquire(node).then((c) => this.took(c, c.node));
     }
-    this.took(conn, node);
+    this.took(conn, conn.node);
     return null;
   }
 
@@ -385,12 +387,34 @@ export class MuxLink implements ServerOwner {
     this.server = null;
     this.relay.reset();
     if (this.host.mode === 'session') {
-      conn.setOwner(this);
-      this.parked.set(this.node, conn);
+      this.park(conn);
     } else {
       conn.setOwner(null);
       this.host.release(conn, false);
     }
+  }
+
+  /**
+   * Keeps a session-mode client's connection to a node it left, for its
+   * return. Nothing is owed on it; anything but a notice or a parameter
+   * report arriving there (the FATAL before a termination) or its close
+   * means it is gone: it is dropped, and a later visit takes a new one.
+   */
+  private park(conn: ServerConnection): void {
+    const node = this.node;
+    const drop = () => {
+      if (this.parked.get(node) !== conn) return;
+      this.parked.delete(node);
+      this.host.discard(conn);
+    };
+    const watch = { onMessage: (type: number) => (type !== 0x4e && type !== 0x53 && type !== 0x41 ? (drop(), false) : true) };
+    conn.setOwner({
+      onMessage: () => true,
+      onServerChunk: () => {},
+      onRawChunk: (chunk, reader) => void reader.feed(chunk, watch),
+      onServerClose: drop,
+    });
+    this.parked.set(node, conn);
   }
 
   private send(b: Batch, info: BatchInfo): void {
