@@ -6,8 +6,14 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
+// pgmux needs Node.js 22.18 or newer. A checkout has one of its own: the
+// `node` devDependency that npm scripts and npx run on. pgmux run from
+// anywhere else (npm link, npm install -g .) by an older `node` on the PATH
+// runs itself on that one instead.
 const [major, minor] = process.versions.node.split('.').map(Number);
-if (major < 22 || (major === 22 && minor < 18)) {
+const tooOld = major < 22 || (major === 22 && minor < 18);
+const ownNode = fileURLToPath(new URL('../node_modules/node/bin/node', import.meta.url));
+if (tooOld && !existsSync(ownNode)) {
   console.error(`pgmux needs Node.js 22.18 or newer (this is ${process.version}).`);
   process.exit(1);
 }
@@ -20,8 +26,11 @@ if (major < 22 || (major === 22 && minor < 18)) {
 // in under 200 MB) at no cost to throughput, since the hot path allocates
 // little.
 const FLAGS = ['--liftoff-only', '--max-semi-space-size=4'];
-if (!process.execArgv.includes(FLAGS[0])) {
-  const child = spawn(process.execPath, [...FLAGS, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+if (tooOld || !process.execArgv.includes(FLAGS[0])) {
+  const node = tooOld ? ownNode : process.execPath;
+  // An older node's own flags may mean nothing to the newer one.
+  const execArgv = tooOld ? [] : process.execArgv;
+  const child = spawn(node, [...FLAGS, ...execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
   // Every signal pgmux acts on goes on to it: SIGQUIT and SIGUSR2 would
   // otherwise end this process alone and leave pgmux running, and SIGUSR1
   // would open this process's inspector.
