@@ -46,7 +46,7 @@ const child = { pid: 0, kill: (_: string) => {} };
 try {
   await cluster.createRole('app', 'soak-secret');
   await cluster.query('CREATE DATABASE app OWNER app');
-  await writeFile(path.join(dir, 'userlist.txt'), '"app" "soak-secret"\n');
+  await writeFile(path.join(dir, 'userlist.txt'), '"app" "soak-secret"\n', { mode: 0o600 });
   const port = await freePort();
   const p = spawn(process.execPath, ['--liftoff-only', '--max-semi-space-size=4', 'src/cli.ts', '--listen', `127.0.0.1:${port}`,
     '--endpoint', `main=postgresql://127.0.0.1:${cluster.primary.port}`, '--auth-type', 'trust', '--auth-file', path.join(dir, 'userlist.txt'),
