@@ -1,4 +1,4 @@
-import { loadUserlist } from './auth/userlist.ts';
+import { checkConfiguredFiles } from './cli/config-files.ts';
 import { listenProblem } from './cli/listen-check.ts';
 import { openLogFile } from './cli/log-file.ts';
 import { PidFile } from './cli/pid-file.ts';
@@ -29,8 +29,8 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
 
   // Everything the configuration names is checked before anything is
   // started, so a mistake costs no cluster build and is reported like any
-  // other: the auth_file, the log_file, the pid_file.
-  if (config.auth_file !== undefined) await loadUserlist(config.auth_file);
+  // other: the auth_file, TLS files, the log_file, the pid_file.
+  await checkConfiguredFiles(config);
   const logFile = config.log_file === undefined ? null : openLogFile(config.log_file);
   if (config.pid_file !== undefined) {
     const pidFile = await PidFile.claim(config.pid_file);

@@ -35,6 +35,25 @@ describe('auth_file mistakes are configuration errors', () => {
   });
 });
 
+describe('missing files are configuration errors', () => {
+  it('every configured file that is missing is named at once, exit 2', async () => {
+    const run = await runCli([
+      '--endpoint', 'main=127.0.0.1:1', '--listen', '127.0.0.1:0',
+      '--auth-file', '/nonexistent/userlist.txt',
+      '--client-tls-sslmode', 'require', '--client-tls-cert-file', '/nonexistent/server.crt',
+      '--server-tls-ca-file', '/nonexistent/ca.crt',
+    ]);
+    expect(run.code).toBe(2);
+    expect(run.stderr.trim().split('\n')).toEqual([
+      'pgmux: invalid configuration',
+      'auth_file "/nonexistent/userlist.txt" does not exist',
+      'client_tls_sslmode = require needs client_tls_key_file',
+      'server_tls_ca_file "/nonexistent/ca.crt" does not exist',
+      'client_tls_cert_file "/nonexistent/server.crt" does not exist',
+    ]);
+  });
+});
+
 describe('a listen address that is taken', () => {
   it('stops npm start at once, before any cluster is built, saying how to choose another port', async () => {
     const taken = await takePort();
