@@ -92,6 +92,39 @@ describe('a server connection whose backend ends while it is idle in the pool', 
     });
   }
 
+  it('transaction mode: a backend terminated while idle, noticed only after the next query was sent, costs the client nothing, 5 of 5', async () => {
+    // No check before lending: the query reaches the backend, whose FATAL
+    // comes first; pgmux sends the query again on a new connection.
+    const pgmux = await startPgmux({ pool_mode: 'transaction', default_pool_size: 1, server_check_delay: 3600 });
+    const stopped = new Set<number>();
+    try {
+      const outcomes: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        outcomes.push(
+          await round(pgmux, 'transaction', async (pid) => {
+            process.kill(pid, 'SIGSTOP');
+            stopped.add(pid);
+            await onPrimary('SELECT pg_terminate_backend($1)', [pid]);
+            setTimeout(() => {
+              process.kill(pid, 'SIGCONT');
+              stopped.delete(pid);
+            }, 300);
+          }),
+        );
+      }
+      expect(outcomes).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
+    } finally {
+      for (const pid of stopped) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          // already gone
+        }
+      }
+      await pgmux.stop();
+    }
+  });
+
   it('server_check_query runs on a connection idle longer than server_check_delay, not on one reused at once', async () => {
     await onPrimary('CREATE SEQUENCE pgmux_checks; GRANT USAGE ON SEQUENCE pgmux_checks TO app', [], 'appdb');
     const pgmux = await startPgmux({ pool_mode: 'transaction', default_pool_size: 1, server_check_delay: 0.2, server_check_query: "select nextval('pgmux_checks')" });

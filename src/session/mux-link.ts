@@ -51,6 +51,8 @@ export class MuxLink implements ServerOwner {
   private current: Batch = newBatch();
   private readonly waiting: Batch[] = [];
   private pumping = false;
+  /** The server connection was just taken from the pool: nothing was sent on it yet. */
+  private fresh = false;
   private repump = false;
   /** Extended-protocol messages reached the server since its last Sync. */
   private unsynced = false;
@@ -274,7 +276,10 @@ export class MuxLink implements ServerOwner {
     const last = b.msgs[b.msgs.length - 1].type;
     const whole = last === 0x53 || last === 0x51;
     const retryable = this.host.router.spreadsReads === true && whole && node !== primary && b.info!.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
-    if (retryable) this.retry.watch(b);
+    if (retryable) this.retry.watch(b, 'replica');
+    // A batch the server answers at once (not a Parse still waiting for its Sync).
+    else if (this.fresh && this.status === I && !this.unsynced && (whole || last === 0x48 || last === 0x46)) this.retry.watch(b, 'fresh');
+    this.fresh = false;
     this.send(b, b.info!);
     return null;
   }
@@ -373,6 +378,7 @@ export class MuxLink implements ServerOwner {
     }
     this.server = conn;
     this.node = node;
+    this.fresh = true;
     conn.setOwner(this);
     const q = syncParametersQuery(this.params.want, conn);
     if (q !== null) {
@@ -481,11 +487,11 @@ export class MuxLink implements ServerOwner {
     this.afterReady();
   };
 
-  /** Sends a read again, to the primary, as if for the first time. */
-  private sendAgain(w: { batch: Batch; registered: string[] }): void {
+  /** Sends a batch again, as if for the first time: a read to the primary, a first batch to its node. */
+  private sendAgain(w: { batch: Batch; registered: string[]; kind: 'replica' | 'fresh' }): void {
     this.txn.failed = false;
     for (const name of w.registered) this.statements.delete(name);
-    w.batch.forceNode = this.host.router.primaryNode?.() ?? 0;
+    w.batch.forceNode = w.kind === 'replica' ? (this.host.router.primaryNode?.() ?? 0) : this.node;
     this.waiting.unshift(w.batch);
   }
 
@@ -506,7 +512,7 @@ export class MuxLink implements ServerOwner {
 
   private onServerError(body: Buffer, forwarded: boolean): void {
     this.txn.failed = true;
-    if (forwarded) {
+    if (forwarded && !this.retry.dropping) {
       const f = parseErrorFields(body);
       const severity = f.get('V') ?? f.get('S');
       if (severity === 'FATAL' || severity === 'PANIC') this.host.serverFatalForwarded(f.get('M') ?? '');
@@ -581,9 +587,10 @@ export class MuxLink implements ServerOwner {
     if (this.closing) return;
     const again = this.retry.take('closed');
     if (again !== null) {
-      // A replica went away before any of the read reached the client: the
-      // primary answers it instead, and the client never knows.
-      this.host.log.warn({ node: this.node }, 'replica closed the connection during a read: sending it to the primary');
+      // A replica went away before any of the read reached the client (the
+      // primary answers it instead), or a connection just lent had been
+      // terminated while idle: the client never knows.
+      if (again.kind === 'replica') this.host.log.warn({ node: this.node }, 'replica closed the connection during a read: sending it to the primary');
       this.relay.queue.clear();
       this.relay.reset();
       this.unsynced = false;
