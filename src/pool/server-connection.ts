@@ -3,7 +3,7 @@ import { FrameReader, type FrameVisitor } from '../protocol/framing.ts';
 import { parseErrorFields, parseParameterStatus, query, TERMINATE } from '../protocol/messages.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 import type { LoggedInServer } from '../auth/server-login.ts';
-import { PreparedOnServer } from '../session/statements.ts';
+import { PreparedOnServer } from './prepared-on-server.ts';
 import type { Pool } from './pool.ts';
 
 /**
