@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
-import type { Batch, BatchInfo } from '../session/batch.ts';
-import type { EndpointRouter } from '../session/context.ts';
+import type { BatchInfo, EndpointRouter, RoutedBatch } from './route-types.ts';
 import { describe, type NodeView } from './router.ts';
 
 export interface PrimaryRouterOptions {
@@ -44,7 +43,7 @@ export class PrimaryRouter implements EndpointRouter {
     return node;
   }
 
-  trace(node: number, _info: BatchInfo, batch: Batch): string | null {
+  trace(node: number, _info: BatchInfo, batch: RoutedBatch): string | null {
     if (!this.opts.logPerNodeStatement && !this.opts.noticePerNodeStatement) return null;
     const lines = batch.msgs.map((m) => `node ${node} statement: ${describe(m.type, m.msg)}`);
     if (this.opts.logPerNodeStatement) for (const l of lines) this.opts.log.info(l);

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
-import type { EndpointRouter } from '../session/context.ts';
+import type { EndpointRouter } from './route-types.ts';
 import { FunctionVolatility } from '../sql/volatility.ts';
 import { ControlPlane } from './control-plane.ts';
 import { parseNodeUrl, type Endpoint } from './endpoint.ts';

@@ -1,7 +1,5 @@
 import type { Logger } from 'pino';
-import type { BatchInfo, Batch } from '../session/batch.ts';
-import type { EndpointRouter } from '../session/context.ts';
-import type { MuxLink } from '../session/mux-link.ts';
+import type { BatchInfo, EndpointRouter, RoutedBatch, RoutedClient } from './route-types.ts';
 /** Function volatility answers (see sql/volatility.ts). */
 export interface VolatilitySource {
   cached(names: string[]): boolean | undefined;
@@ -28,7 +26,7 @@ export interface RouterOptions {
 }
 
 /** The node a session reads from under load_balance = session. */
-const sessionNode = new WeakMap<MuxLink, number>();
+const sessionNode = new WeakMap<RoutedClient, number>();
 
 /**
  * Sends each batch to a node: writes, locks, volatile functions and
@@ -55,7 +53,7 @@ export class ReplicaRouter implements EndpointRouter {
     return this.nodes.primaryIndex();
   }
 
-  route(info: BatchInfo, link: MuxLink): number | Promise<number> {
+  route(info: BatchInfo, link: RoutedClient): number | Promise<number> {
     if (!info.hasSql) {
       // A Sync (or Flush) with nothing to sync goes to one node: the
       // session's read node if it has one, else the primary.
@@ -79,7 +77,7 @@ export class ReplicaRouter implements EndpointRouter {
     return p;
   }
 
-  private read(link: MuxLink): number {
+  private read(link: RoutedClient): number {
     let minLsn: bigint | undefined;
     if (this.opts.readYourWrites && link.lastWriteAt > 0) {
       minLsn = this.nodes.primaryLsnAfter(link.lastWriteAt);
@@ -102,7 +100,7 @@ export class ReplicaRouter implements EndpointRouter {
     return node;
   }
 
-  trace(node: number, _info: BatchInfo, batch: Batch): string | null {
+  trace(node: number, _info: BatchInfo, batch: RoutedBatch): string | null {
     if (!this.opts.logPerNodeStatement && !this.opts.noticePerNodeStatement) return null;
     const lines = batch.msgs.map((m) => `node ${node} statement: ${describe(m.type, m.msg)}`);
     if (this.opts.logPerNodeStatement) for (const l of lines) this.opts.log.info(l);

@@ -1,6 +1,9 @@
 import { classify, type Classification } from '../sql/classify.ts';
 import { readParse, readQuery, readBind } from '../protocol/extended.ts';
 import type { ClientStatement } from './statements.ts';
+import type { BatchInfo } from '../routing/route-types.ts';
+
+export type { BatchInfo };
 
 /**
  * A batch: the client messages up to and including a Sync, Query,
@@ -14,14 +17,6 @@ export interface Batch {
   info: BatchInfo | null;
   /** A node the batch must go to (a read re-sent to the primary). */
   forceNode?: number;
-}
-
-/** What a batch's statements do, all of them together (see sql/classify.ts for each field). */
-export interface BatchInfo extends Pick<Classification, 'readOnly' | 'functions' | 'transaction' | 'sets' | 'resetAll' | 'sessionState' | 'clears' | 'deallocates'> {
-  /** The batch holds SQL (Query, Parse or a Bind of a known statement). */
-  hasSql: boolean;
-  /** For per-node statement traces: "Parse: select 1" and the like. */
-  firstSql: string | null;
 }
 
 export function newBatch(): Batch {

@@ -6,19 +6,14 @@ import type { PoolKey, Pools } from '../pool/pools.ts';
 import type { Endpoint } from '../routing/endpoint.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import type { ClientSession } from './client-session.ts';
-import type { Router } from './mux-link.ts';
 import type { StatementIds } from './statements.ts';
 import type { ClientTls } from '../tls/client-tls.ts';
 import type { AdminBackend } from '../admin/console.ts';
 import type { FailureLimiter } from '../auth/failure-limit.ts';
 
-/** An endpoint's router as sessions see it. */
-export interface EndpointRouter extends Router {
-  /** Reads may go to other nodes than the primary (replicas, load balancing on). */
-  readonly spreadsReads: boolean;
-  /** Index of the node currently known to be the primary. */
-  primaryNode(): number;
-}
+import type { EndpointRouter } from '../routing/route-types.ts';
+
+export type { EndpointRouter };
 
 export type PoolMode = 'session' | 'transaction' | 'statement' | 'none';
 

@@ -1,22 +1,9 @@
 import type { Logger } from 'pino';
 import type { ServerConnection } from '../pool/server-connection.ts';
-import type { Batch, BatchInfo } from './batch.ts';
 import type { StatementIds } from './statements.ts';
-import type { MuxLink } from './mux-link.ts';
+import type { Router } from '../routing/route-types.ts';
 
-/** How a client's statements find a node; the single-node router answers 0. */
-export interface Router {
-  /** Node for a batch no open transaction ties to a node. */
-  route(info: BatchInfo, link: MuxLink): number | Promise<number>;
-  /** Reads may go elsewhere than writes: statements must be classified read or write. */
-  readonly spreadsReads?: boolean;
-  /** Index of the node currently known to be the primary. */
-  primaryNode?(): number;
-  /** A transaction of this client that wrote has committed. */
-  noteWrite?(link: MuxLink): void;
-  /** A line for log_per_node_statement, or null when that is off. */
-  trace?(node: number, info: BatchInfo, batch: Batch): string | null;
-}
+export type { Router };
 
 export interface MuxHost {
   readonly log: Logger;
