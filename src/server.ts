@@ -210,6 +210,7 @@ export class PgmuxServer {
       queryTimeoutMs: Math.max(s(c.server_connect_timeout), 5000),
       poolModeFor: (endpoint, user) =>
         (c.users[user]?.pool_mode ?? c.endpoints[endpoint]?.pool_mode ?? c.pool_mode) as PoolMode,
+      forcedUserFor: (endpoint) => c.endpoints[endpoint]?.user,
       maxPreparedStatements: c.max_prepared_statements,
       onSessionState: c.on_session_state,
       extraTracked: new Set(
@@ -246,7 +247,12 @@ export class PgmuxServer {
     if (endpoint === undefined) throw new PgError(SqlState.INVALID_CATALOG_NAME, `endpoint "${key.endpoint}" does not exist`);
     const node = endpoint.nodes[key.node ?? 0];
     if (node === undefined) throw new PgError(SqlState.CONNECTION_FAILURE, `endpoint "${key.endpoint}" has no node ${key.node}`);
-    const credential = await this.credentials.lookup(key.user, node, key.database);
+    // A forced user's password is the whole truth; otherwise whatever pgmux knows of the user.
+    const ep = this.config.endpoints[key.endpoint];
+    const secret =
+      ep?.user === key.user && ep.password !== undefined
+        ? { password: ep.password }
+        : this.credentials.serverSecret(key.user, await this.credentials.lookup(key.user, node, key.database));
     let login;
     try {
       login = await loginToServer({
@@ -255,7 +261,7 @@ export class PgmuxServer {
         user: key.user,
         database: key.database,
         params: settings,
-        secret: this.credentials.serverSecret(key.user, credential),
+        secret,
         connectTimeoutMs: s(this.config.server_connect_timeout),
         tls: { sslmode: this.config.endpoints[key.endpoint]?.server_tls_sslmode ?? this.config.server_tls_sslmode, ca: this.serverCa },
       });

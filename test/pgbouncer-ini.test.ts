@@ -179,8 +179,6 @@ describe('pgbouncer.ini strictness', () => {
       '7: disable_pqexec = 1 is not supported: pgmux cannot refuse the simple query protocol yet',
       '8: auth_dbname = authdb is not supported: pgmux runs auth_query in the database the client asked for and cannot choose another yet',
       '9: user = someone-else-than-us is not supported: pgmux does not switch OS users; start it as someone-else-than-us',
-      "11: [databases] forced: the user parameter is not supported: pgmux logs in to servers as the client's own user and cannot force another yet",
-      "11: [databases] forced: the password parameter is not supported: pgmux logs in to servers as the client's own user and cannot force another yet",
       '12: [databases] other: the auth_user parameter is not supported: pgmux has one auth_user for every database and cannot set one per database yet',
     ]);
     expect(problems.join('\n')).not.toContain('forced-secret-1');

@@ -154,8 +154,6 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   verbose: same,
 };
 
-const FORCED_LOGIN = 'pgmux logs in to servers as the client\'s own user and cannot force another yet';
-
 /** Keys of a [databases] entry's connection string. */
 export const DATABASE_KEYS: Record<string, KeyRule> = {
   dbname: map('string'),
@@ -163,8 +161,8 @@ export const DATABASE_KEYS: Record<string, KeyRule> = {
   port: map('integer'),
   pool_mode: map('string'),
   pool_size: map('integer', 'default_pool_size'),
-  user: refuse(FORCED_LOGIN),
-  password: refuse(FORCED_LOGIN),
+  user: map('string'),
+  password: map('string'),
   auth_user: refuse('pgmux has one auth_user for every database and cannot set one per database yet'),
   auth_dbname: refuse('pgmux runs auth_query in the database the client asked for and cannot choose another yet'),
   auth_query: refuse('pgmux has one auth_query for every database and cannot set one per database yet'),

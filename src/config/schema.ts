@@ -67,6 +67,13 @@ export const EndpointSchema = z.strictObject({
   default_pool_size: z.int().min(1).optional(),
   load_balance: z.enum(LOAD_BALANCE).optional(),
   server_tls_sslmode: z.enum(SERVER_SSLMODES).optional(),
+  /**
+   * Log in to the servers as this user whoever the client is (PgBouncer's
+   * forced user=): one pool per database for all of them.
+   */
+  user: z.string().min(1).optional(),
+  /** `user`'s password; without it, its [users.NAME] password or auth_file secret. */
+  password: z.string().optional(),
 });
 
 export const UserSchema = z.strictObject({
@@ -207,6 +214,12 @@ export const ConfigSchema = z
     shutdown_timeout: setting(seconds().default(30), 'Seconds SIGTERM waits for clients to finish before closing them', 'seconds'),
   })
   .superRefine((config, ctx) => {
+    for (const [name, ep] of Object.entries(config.endpoints)) {
+      // Only the forced user logs in with it; alone it would be a secret that does nothing.
+      if (ep.password !== undefined && ep.user === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['endpoints', name, 'password'], input: undefined, message: 'password is the password of user: set user too, or leave password out' });
+      }
+    }
     const name = config.default_endpoint;
     if (name !== undefined && !Object.hasOwn(config.endpoints, name)) {
       const known = Object.keys(config.endpoints);

@@ -363,6 +363,10 @@ export class ClientSession implements CancelTarget {
       this.log.warn({ ...this.who(), limit }, `login refused: ${limit} reached`);
       throw new PgError(SqlState.TOO_MANY_CONNECTIONS, `no more connections allowed (${limit})`);
     }
+    // The endpoint's forced user is whom its servers see and whose pool
+    // serves the client; the client still authenticates as itself.
+    const forced = this.ctx.settings().forcedUserFor(choice.endpoint.name);
+    if (forced !== undefined) this.key!.user = forced;
 
     await this.authenticate(user, choice.endpoint.nodes[0], choice.database);
   }

@@ -25,6 +25,8 @@ export interface SessionSettings {
   /** Limit for pgmux's own queries on a server (reset, settings), in ms. */
   queryTimeoutMs: number;
   poolModeFor(endpoint: string, user: string): PoolMode;
+  /** The user an endpoint logs in to its servers as whoever the client is (its `user`), if it has one. */
+  forcedUserFor(endpoint: string): string | undefined;
   maxPreparedStatements: number;
   onSessionState: 'pin' | 'error';
   /** Unreported parameters followed from SET (track_extra_parameters), lower-cased. */
