@@ -7,7 +7,8 @@ import { CredentialStore } from './auth/credential-store.ts';
 import { loginToServer } from './auth/server-login.ts';
 import { ServerConnection } from './pool/server-connection.ts';
 import { Pools, type PoolKey } from './pool/pools.ts';
-import type { PoolSettings } from './pool/pool.ts';
+import type { Pool, PoolSettings } from './pool/pool.ts';
+import { SharedLimits } from './pool/shared-limits.ts';
 import { parseNodeUrl, type Endpoint } from './routing/endpoint.ts';
 import { EndpointRegistry } from './routing/registry.ts';
 import { ClientTls } from './tls/client-tls.ts';
@@ -158,11 +159,9 @@ export class PgmuxServer {
       stats: { authSuccesses: 0, authFailures: 0, queries: 0, transactions: 0, bytesIn: 0, bytesOut: 0, preparedHits: 0, preparedMisses: 0 },
       openServer: (key, settings) => this.openServer(key, settings),
       admitClient: (session) => {
-        if (this.admitted.size >= this.config.max_client_conn) return 'max_client_conn';
-        const perUser = this.config.max_user_client_conn;
-        if (perUser > 0 && [...this.admitted].filter((s) => s.user === session.user).length >= perUser) return 'max_user_client_conn';
-        this.admitted.add(session);
-        return null;
+        const limit = this.clientLimitReached(session);
+        if (limit === null) this.admitted.add(session);
+        return limit;
       },
       authFailures: new FailureLimiter(config.auth_failure_limit),
       clientGone: (session) => {
@@ -227,9 +226,70 @@ export class PgmuxServer {
     };
   }
 
+  /**
+   * The client-side limit a new client would go over, in PgBouncer's order:
+   * max_client_conn, max_db_client_connections (the database it asked
+   * for), max_user_client_connections (the user it logs in as); or null.
+   */
+  private clientLimitReached(session: ClientSession): string | null {
+    const c = this.config;
+    if (this.admitted.size >= c.max_client_conn) return 'max_client_conn';
+    const count = (same: (s: ClientSession) => boolean) => {
+      let n = 0;
+      for (const s of this.admitted) if (same(s)) n++;
+      return n;
+    };
+    const perDb = c.endpoints[session.endpointName]?.max_db_client_connections ?? c.max_db_client_connections;
+    if (perDb > 0 && count((s) => s.endpointName === session.endpointName && s.database === session.database) >= perDb) return 'max_db_client_connections';
+    const perUser = c.users[session.user]?.max_user_client_conn ?? c.max_user_client_conn;
+    if (perUser > 0 && count((s) => s.user === session.user) >= perUser) return 'max_user_client_connections';
+    return null;
+  }
+
+  /** Limits pools share (max_db_connections, max_user_connections), and who keeps min_pool_size. */
+  private readonly sharedLimits = new SharedLimits(
+    () => this.pools.all(),
+    (pool) => this.poolInUse(pool),
+  );
+
+  /** min_pool_size applies to a pool of an endpoint with a forced user, and to one a logged-in client uses. */
+  private poolInUse(pool: Pool): boolean {
+    const [endpoint, database, user] = pool.key.split('\0');
+    if (this.config.endpoints[endpoint]?.user === user) return true;
+    for (const s of this.admitted) {
+      const k = s.poolKey;
+      if (k !== null && k.endpoint === endpoint && k.database === database && k.user === user) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The pools min_pool_size fills before any client comes: those of
+   * endpoints with a forced user, on their primary, keyed as a client that
+   * names the endpoint as its database is.
+   */
+  private openForcedUserPools(): void {
+    const c = this.config;
+    for (const [name, ep] of Object.entries(c.endpoints)) {
+      if (ep.user === undefined || (ep.min_pool_size ?? c.min_pool_size) <= 0) continue;
+      const endpoint = this.registry.find(name);
+      if (endpoint === undefined) continue;
+      const key = { endpoint: name, database: endpoint.nodes[0].database ?? name, user: ep.user, node: this.registry.router(name).primaryNode(), entry: name };
+      this.pools.get(key);
+    }
+  }
+
   private poolSettings(key: PoolKey): PoolSettings {
     const c = this.config;
+    const ep = c.endpoints[key.endpoint];
+    const user = c.users[key.user];
     return {
+      minSize: ep?.min_pool_size ?? c.min_pool_size,
+      reserveSize: user?.reserve_pool_size ?? ep?.reserve_pool_size ?? c.reserve_pool_size,
+      reserveTimeoutMs: s(c.reserve_pool_timeout),
+      maxDbConnections: ep?.max_db_connections ?? c.max_db_connections,
+      maxUserConnections: user?.max_user_connections ?? c.max_user_connections,
+      limits: this.sharedLimits,
       size: c.users[key.user]?.default_pool_size ?? c.endpoints[key.endpoint]?.default_pool_size ?? c.default_pool_size,
       queryWaitTimeoutMs: s(c.query_wait_timeout),
       serverIdleTimeoutMs: s(c.server_idle_timeout),
@@ -274,7 +334,24 @@ export class PgmuxServer {
     this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, serverPid: login.processId }, 'server connection opened');
     const conn = new ServerConnection(login, node.host, node.port);
     conn.node = key.node ?? 0;
+    const connectQuery = this.config.endpoints[key.endpoint]?.connect_query;
+    if (connectQuery !== undefined && connectQuery !== '') await this.runConnectQuery(conn, key, connectQuery);
     return conn;
+  }
+
+  /**
+   * connect_query, once on each new server connection before any client
+   * gets it. Its errors are logged and otherwise ignored, as PgBouncer
+   * does; a connection it leaves inside a transaction block is closed
+   * instead of lent.
+   */
+  private async runConnectQuery(conn: ServerConnection, key: PoolKey, sql: string): Promise<void> {
+    const r = await conn.runQuery(sql, Math.max(s(this.config.server_connect_timeout), 5000));
+    if (r.error !== null) this.log.warn({ endpoint: key.endpoint, database: key.database, user: key.user, err: r.error.message }, 'connect_query failed');
+    if (r.status !== 0x49 /* I */) {
+      conn.close();
+      throw new PgError(SqlState.CONNECTION_FAILURE, `connect_query of endpoint "${key.endpoint}" left the server connection inside a transaction block`);
+    }
   }
 
   async start(): Promise<{ host: string; port: number }> {
@@ -290,6 +367,7 @@ export class PgmuxServer {
     this.clientTls = clientTls;
     this.serverCa = serverCa;
     await this.registry.start();
+    this.openForcedUserPools();
     const { host, port } = parseListen(this.config.listen);
     await new Promise<void>((resolve, reject) => {
       this.listener.once('error', reject);
@@ -342,6 +420,7 @@ export class PgmuxServer {
     const { added, changed, removed } = await this.registry.reload(config);
     for (const name of [...changed, ...removed]) this.pools.drain(name);
     this.pools.reconfigure();
+    this.openForcedUserPools();
     this.log.info({ settings, added, changed, removed }, 'configuration reloaded');
   }
 

@@ -45,6 +45,7 @@ stats_users = other
 logfile = /var/log/pgbouncer/pgbouncer.log
 pidfile = /var/run/pgbouncer/pgbouncer.pid
 ignore_startup_parameters = extra_float_digits
+application_name_add_host = 1
 `;
 
 describe('pgbouncer.ini as a drop-in', () => {
@@ -69,14 +70,14 @@ describe('pgbouncer.ini as a drop-in', () => {
       admin_users: 'app',
       stats_users: 'other',
       default_endpoint: 'default',
-      users: { app: { pool_mode: 'transaction' } },
+      users: { app: { pool_mode: 'transaction', max_user_connections: 50 } },
       log_file: '/var/log/pgbouncer/pgbouncer.log',
       pid_file: '/var/run/pgbouncer/pgbouncer.pid',
     });
     expect(loaded.config.endpoints.appdb).toEqual({ nodes: [`postgresql://${c.primary.host}:${c.primary.port}/appdb`], default_pool_size: 3 });
-    expect(loaded.config.endpoints.reports.pool_mode).toBe('session');
+    expect(loaded.config.endpoints.reports).toMatchObject({ pool_mode: 'session', connect_query: 'SELECT 1' });
     expect(loaded.warnings).toHaveLength(1);
-    for (const k of ['pgbouncer.ignore_startup_parameters', 'databases.reports.connect_query', 'users.app.max_user_connections']) {
+    for (const k of ['pgbouncer.ignore_startup_parameters', 'pgbouncer.application_name_add_host']) {
       expect(loaded.warnings[0]).toContain(k);
     }
     expect((await loadConfig(['--config', file], {})).config).toEqual(loaded.config);

@@ -24,7 +24,7 @@ describe('limits', () => {
     try {
       const held = [new pg.Client({ connectionString: pgmux.url() }), new pg.Client({ connectionString: pgmux.url() })];
       await Promise.all(held.map((c) => c.connect()));
-      await expect(psql(pgmux.url(), 'SELECT 1')).rejects.toThrow(/no more connections allowed \(max_user_client_conn\)/);
+      await expect(psql(pgmux.url(), 'SELECT 1')).rejects.toThrow(/client connections exceeded \(max_user_client_connections\)/);
       const other = new pg.Client({ connectionString: pgmux.url('other') });
       await other.connect();
       await expect(psql(pgmux.url('other'), 'SELECT 1')).rejects.toThrow(/no more connections allowed \(max_client_conn\)/);

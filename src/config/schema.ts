@@ -74,6 +74,12 @@ export const EndpointSchema = z.strictObject({
   user: z.string().min(1).optional(),
   /** `user`'s password; without it, its [users.NAME] password or auth_file secret. */
   password: z.string().optional(),
+  min_pool_size: z.int().min(0).optional(),
+  reserve_pool_size: z.int().min(0).optional(),
+  max_db_connections: z.int().min(0).optional(),
+  max_db_client_connections: z.int().min(0).optional(),
+  /** Run once on each new server connection before a client gets it. */
+  connect_query: z.string().optional(),
 });
 
 export const UserSchema = z.strictObject({
@@ -81,6 +87,9 @@ export const UserSchema = z.strictObject({
   password: z.string().optional(),
   pool_mode: PoolModeSchema.optional(),
   default_pool_size: z.int().min(1).optional(),
+  reserve_pool_size: z.int().min(0).optional(),
+  max_user_connections: z.int().min(0).optional(),
+  max_user_client_conn: z.int().min(0).optional(),
 });
 
 export const ConfigSchema = z
@@ -92,6 +101,16 @@ export const ConfigSchema = z
     default_pool_size: setting(z.int().min(1).default(20), 'Server connections per (endpoint, database, user) at most', 'n'),
     max_client_conn: setting(z.int().min(1).default(100), 'Logged-in clients at most', 'n'),
     max_user_client_conn: setting(z.int().min(0).default(0), 'Logged-in clients of one user at most; 0: no limit but max_client_conn', 'n'),
+    max_db_client_connections: setting(z.int().min(0).default(0), 'Logged-in clients of one database at most, all users together; 0: no limit but max_client_conn', 'n'),
+    max_db_connections: setting(z.int().min(0).default(0), 'Server connections per database at most, all users together; 0: no limit', 'n'),
+    max_user_connections: setting(z.int().min(0).default(0), 'Server connections per user at most, all databases together; 0: no limit', 'n'),
+    min_pool_size: setting(
+      z.int().min(0).default(0),
+      'Server connections kept open per pool while clients use it (always, for an endpoint with a forced user); 0: none',
+      'n',
+    ),
+    reserve_pool_size: setting(z.int().min(0).default(0), 'Server connections a pool may open beyond its size for clients that waited reserve_pool_timeout', 'n'),
+    reserve_pool_timeout: setting(seconds().default(5), 'Seconds a client waits before its pool may use reserve_pool_size; 0: never', 'seconds'),
     auth_failure_limit: setting(
       z.int().min(0).default(20),
       'Failed logins from one client address per minute before its further attempts are refused; 0: no limit',

@@ -19,6 +19,35 @@ export interface PoolSettings {
   checkDelayMs: number;
   /** Query that proves an idle connection still works (server_check_query); empty: none. */
   checkQuery: string;
+  /** Connections kept open while the pool is in use (min_pool_size); absent or 0: none. */
+  minSize?: number;
+  /** Connections beyond `size` for a client that waited reserveTimeoutMs (reserve_pool_size). */
+  reserveSize?: number;
+  /** reserve_pool_timeout in ms; absent or 0: the reserve is never used. */
+  reserveTimeoutMs?: number;
+  /** max_db_connections of the pool's database; absent or 0: no limit. */
+  maxDbConnections?: number;
+  /** max_user_connections of the pool's user; absent or 0: no limit. */
+  maxUserConnections?: number;
+  /** The limits the pool shares with other pools; absent: only its own. */
+  limits?: PoolLimits;
+}
+
+/**
+ * What a pool asks about the other pools: limits no pool can keep alone
+ * (max_db_connections over every user's pool of a database,
+ * max_user_connections over every database's pool of a user), and whether
+ * min_pool_size applies to it now.
+ */
+export interface PoolLimits {
+  /**
+   * Room for one more connection of `pool`; with `evict`, an idle
+   * connection of another pool of the same database or user may be closed
+   * to make it.
+   */
+  roomFor(pool: Pool, evict: boolean): boolean;
+  /** min_pool_size applies: a client uses the pool, or its endpoint has a forced user. */
+  keepsMinimum(pool: Pool): boolean;
 }
 
 const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i;
@@ -27,6 +56,8 @@ interface Waiter {
   resolve: (c: ServerConnection) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout | null;
+  /** When the client started waiting (Date.now()): reserve_pool_timeout counts from it. */
+  since: number;
 }
 
 /**
@@ -111,6 +142,7 @@ export class Pool {
         },
         reject,
         timer: null,
+        since: Date.now(),
       };
       const ms = this.settings.queryWaitTimeoutMs;
       if (ms > 0) {
@@ -209,15 +241,40 @@ export class Pool {
 
   /** Closes idle connections past server_idle_timeout or server_lifetime. */
   reap(now = Date.now()): void {
+    // server_idle_timeout does not take the pool below min_pool_size; server_lifetime does.
+    const floor = this.minimumNow();
     for (let i = this.idle.length - 1; i >= 0; i--) {
       const c = this.idle[i];
-      if (now - c.lastUsedAt > this.settings.serverIdleTimeoutMs || now - c.createdAt > this.settings.serverLifetimeMs) {
+      if ((now - c.lastUsedAt > this.settings.serverIdleTimeoutMs && this.total > floor) || now - c.createdAt > this.settings.serverLifetimeMs) {
         this.idle.splice(i, 1);
         c.onClose = null;
         c.close();
         this.stats.closed++;
       }
     }
+    // Room another pool has made (max_db_connections, max_user_connections),
+    // the reserve and min_pool_size are looked at again at every reap.
+    if (this.waiters.length > 0) this.grow();
+    this.fillToMinimum();
+  }
+
+  /** When the connection idle longest was last used, or null when none is idle. */
+  get oldestIdleSince(): number | null {
+    return this.idle[0]?.lastUsedAt ?? null;
+  }
+
+  /**
+   * Closes the connection idle longest, making room for another pool of the
+   * same database or user (max_db_connections, max_user_connections); false
+   * when none is idle.
+   */
+  evictIdle(): boolean {
+    const c = this.idle.shift();
+    if (c === undefined) return false;
+    c.onClose = null;
+    c.close();
+    this.stats.closed++;
+    return true;
   }
 
   /** Once set, connections coming back are closed instead of kept (shutdown). */
@@ -325,10 +382,55 @@ export class Pool {
     this.grow();
   }
 
+  /**
+   * How many connections the pool may have now: its size, and its reserve
+   * as well once the first client in the queue has waited
+   * reserve_pool_timeout.
+   */
+  private sizeNow(): number {
+    const { size, reserveSize = 0, reserveTimeoutMs = 0 } = this.settings;
+    const first = this.waiters[0];
+    if (reserveSize <= 0 || reserveTimeoutMs <= 0 || first === undefined || Date.now() - first.since < reserveTimeoutMs) return size;
+    return size + reserveSize;
+  }
+
+  /** min_pool_size (at most the pool's size) while it applies to the pool, else 0. */
+  private minimumNow(): number {
+    const s = this.settings;
+    const min = Math.min(s.minSize ?? 0, s.size);
+    return min > 0 && (s.limits?.keepsMinimum(this) ?? true) ? min : 0;
+  }
+
+  /**
+   * Opens one connection while the pool is in use and below min_pool_size,
+   * then the next once it is open: one at a time, so a server that refuses
+   * is asked again at the next reap, not in a loop. A minimum never evicts
+   * another pool's connection.
+   */
+  private fillToMinimum(): void {
+    const min = this.minimumNow();
+    if (min <= 0 || this.total >= min || this.opening > 0 || this.paused || this.closing) return;
+    if (this.settings.limits !== undefined && !this.settings.limits.roomFor(this, false)) return;
+    this.opening++;
+    this.open().then(
+      (conn) => {
+        this.opening--;
+        this.stats.opened++;
+        conn.pool = this;
+        this.busy++;
+        this.giveBack(conn);
+        this.fillToMinimum();
+      },
+      () => {
+        this.opening--;
+      },
+    );
+  }
+
   /** Opens connections while clients wait and the pool has room. */
   private grow(): void {
     if (this.paused) return;
-    while (this.waiters.length > this.opening && this.total < this.settings.size) {
+    while (this.waiters.length > this.opening && this.total < this.sizeNow() && (this.settings.limits?.roomFor(this, true) ?? true)) {
       this.opening++;
       this.open().then(
         (conn) => {

@@ -93,6 +93,10 @@ export class ClientSession implements CancelTarget {
   applicationName = '';
   mode: PoolMode = 'session';
   private key: PoolKey | null = null;
+  /** The key of the pool that serves it (its forced user's, if any), once known. */
+  get poolKey(): Readonly<PoolKey> | null {
+    return this.key;
+  }
   private settings = new Map<string, string>();
   private link: DirectLink | MuxLink | AdminLink | null = null;
   /** Set for admin console clients. */
@@ -361,7 +365,8 @@ export class ClientSession implements CancelTarget {
     const limit = this.ctx.admitClient(this);
     if (limit !== null) {
       this.log.warn({ ...this.who(), limit }, `login refused: ${limit} reached`);
-      throw new PgError(SqlState.TOO_MANY_CONNECTIONS, `no more connections allowed (${limit})`);
+      // PgBouncer's words for each limit.
+      throw new PgError(SqlState.TOO_MANY_CONNECTIONS, limit === 'max_client_conn' ? 'no more connections allowed (max_client_conn)' : `client connections exceeded (${limit})`);
     }
     // The endpoint's forced user is whom its servers see and whose pool
     // serves the client; the client still authenticates as itself.

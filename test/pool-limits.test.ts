@@ -1,0 +1,234 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { loadConfig } from '../src/config/load.ts';
+import { getCluster } from './cluster-context.ts';
+import { onPrimary, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
+import { psql } from './helpers/clients.ts';
+import { tempDir } from './helpers/temp.ts';
+
+const FORCED = 'pgmux_limits_forced';
+const FORCED_PASSWORD = 'limits-forced-secret';
+
+beforeAll(async () => {
+  await onPrimary(`DROP ROLE IF EXISTS ${FORCED}`);
+  await onPrimary(`CREATE ROLE ${FORCED} LOGIN PASSWORD '${FORCED_PASSWORD}'`);
+});
+
+afterAll(async () => {
+  await onPrimary('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [FORCED]);
+  await onPrimary(`DROP ROLE IF EXISTS ${FORCED}`);
+});
+
+const primaryUrl = (database = '') => {
+  const c = getCluster();
+  return `postgresql://${c.primary.host}:${c.primary.port}${database === '' ? '' : `/${database}`}`;
+};
+
+/** Server connections pgmux has open (in use, idle or opening) in the pools `match` picks. */
+function openIn(pgmux: RunningPgmux, match: (key: string[]) => boolean = () => true): number {
+  let n = 0;
+  for (const p of pgmux.server.pools.all()) if (match(p.key.split('\0'))) n += p.total;
+  return n;
+}
+
+/** Runs `clients` clients at once, each one query; the most connections `sample` saw open meanwhile. */
+async function peakWhile(clients: Promise<unknown>[], sample: () => number): Promise<number> {
+  let peak = 0;
+  let done = false;
+  const all = Promise.all(clients).finally(() => (done = true));
+  while (!done) {
+    peak = Math.max(peak, sample());
+    await sleep(10);
+  }
+  await all;
+  return peak;
+}
+
+const sleepQuery = (url: string, seconds: number) => psql(url, `SELECT pg_sleep(${seconds})`);
+
+/** Backends of `user` on the primary running pg_sleep right now. */
+async function sleeping(user: string): Promise<number> {
+  const rows = await onPrimary<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", [user]);
+  return Number(rows[0].n);
+}
+
+describe('server-side limits', () => {
+  it('max_db_connections: every user of a database together; a full database takes an idle connection of another user', async () => {
+    const pgmux = await startPgmux({ endpoints: { main: { nodes: [primaryUrl()], max_db_connections: 3 } }, default_pool_size: 10 });
+    try {
+      const runs = [...Array(4)].flatMap(() => [sleepQuery(pgmux.url('app'), 0.3), sleepQuery(pgmux.url('other'), 0.3)]);
+      expect(await peakWhile(runs, () => openIn(pgmux))).toBeLessThanOrEqual(3);
+      // app's idle connections are closed to make room for other's.
+      expect(openIn(pgmux)).toBeLessThanOrEqual(3);
+      await Promise.all([...Array(3)].map(() => sleepQuery(pgmux.url('other'), 0.1)));
+      expect(openIn(pgmux, (k) => k[2] === 'other')).toBe(3);
+      expect(openIn(pgmux, (k) => k[2] === 'app')).toBe(0);
+    } finally {
+      await pgmux.stop();
+    }
+  });
+
+  it('max_user_connections: every database of a user together, per user in [users]', async () => {
+    const pgmux = await startPgmux({
+      endpoints: { appdb: { nodes: [primaryUrl('appdb')] }, postgres: { nodes: [primaryUrl('postgres')] } },
+      max_user_connections: 2,
+      users: { other: { max_user_connections: 1 } },
+    });
+    try {
+      const runs = [...Array(3)].flatMap(() => [sleepQuery(pgmux.url('app', 'appdb'), 0.3), sleepQuery(pgmux.url('app', 'postgres'), 0.3)]);
+      expect(await peakWhile(runs, () => openIn(pgmux, (k) => k[2] === 'app'))).toBeLessThanOrEqual(2);
+      const others = [...Array(3)].map(() => sleepQuery(pgmux.url('other', 'postgres'), 0.2));
+      expect(await peakWhile(others, () => openIn(pgmux, (k) => k[2] === 'other'))).toBe(1);
+    } finally {
+      await pgmux.stop();
+    }
+  });
+
+  it('per-endpoint and per-user pool sizes, the user\'s winning', async () => {
+    const pgmux = await startPgmux({
+      endpoints: { main: { nodes: [primaryUrl()], default_pool_size: 3 } },
+      users: { other: { default_pool_size: 1 } },
+    });
+    try {
+      expect(await peakWhile([...Array(6)].map(() => sleepQuery(pgmux.url('app'), 0.2)), () => openIn(pgmux, (k) => k[2] === 'app'))).toBe(3);
+      expect(await peakWhile([...Array(3)].map(() => sleepQuery(pgmux.url('other'), 0.2)), () => openIn(pgmux, (k) => k[2] === 'other'))).toBe(1);
+    } finally {
+      await pgmux.stop();
+    }
+  });
+
+  it('reserve_pool_size: more connections once a client has waited reserve_pool_timeout', async () => {
+    const pgmux = await startPgmux({ default_pool_size: 2, reserve_pool_size: 1, reserve_pool_timeout: 1 });
+    try {
+      const runs = [...Array(4)].map(() => sleepQuery(pgmux.url('app'), 3));
+      await sleep(700);
+      expect(await sleeping('app')).toBe(2);
+      await sleep(2000);
+      // Two clients hold the pool, one more runs on the reserve, the fourth still waits.
+      expect(await sleeping('app')).toBe(3);
+      await Promise.all(runs);
+    } finally {
+      await pgmux.stop();
+    }
+  });
+
+  it('min_pool_size: a pool in use is filled to it; an endpoint with a forced user is filled before any client', async () => {
+    const pgmux = await startPgmux({
+      endpoints: {
+        main: { nodes: [primaryUrl()], min_pool_size: 2 },
+        forced: { nodes: [primaryUrl('appdb')], user: FORCED, password: FORCED_PASSWORD, min_pool_size: 3 },
+      },
+      default_endpoint: 'main',
+    });
+    try {
+      const forcedOpen = async () => Number((await onPrimary<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1', [FORCED]))[0].n);
+      for (let i = 0; i < 100 && (await forcedOpen()) < 3; i++) await sleep(100);
+      expect(await forcedOpen()).toBe(3);
+      expect(openIn(pgmux, (k) => k[0] === 'main')).toBe(0);
+      const client = new pg.Client({ connectionString: pgmux.url('app') });
+      await client.connect();
+      try {
+        for (let i = 0; i < 50 && openIn(pgmux, (k) => k[0] === 'main') < 2; i++) await sleep(100);
+        expect(openIn(pgmux, (k) => k[0] === 'main')).toBe(2);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await pgmux.stop();
+    }
+  });
+
+  it('connect_query runs once on each new server connection; its error is logged, not the client\'s', async () => {
+    const pgmux = await startPgmux({
+      endpoints: {
+        main: { nodes: [primaryUrl()], connect_query: "SELECT set_config('pgmux.connect_query', 'ran', false)" },
+        failing: { nodes: [primaryUrl('appdb')], connect_query: 'SELECT 1/0' },
+      },
+      default_endpoint: 'main',
+      server_reset_query: '',
+    });
+    try {
+      expect(await psql(pgmux.url('app'), "SELECT current_setting('pgmux.connect_query', true)")).toBe('ran');
+      expect(await psql(pgmux.url('app', 'failing'), 'SELECT 42')).toBe('42');
+    } finally {
+      await pgmux.stop();
+    }
+  });
+});
+
+describe('client-side limits', () => {
+  it('max_db_client_connections (global, per endpoint) and max_user_client_connections (per user) in PgBouncer\'s words', async () => {
+    const pgmux = await startPgmux({
+      endpoints: { main: { nodes: [primaryUrl()], max_db_client_connections: 2 }, spare: { nodes: [primaryUrl('appdb')] } },
+      default_endpoint: 'main',
+      users: { other: { max_user_client_conn: 1 } },
+    });
+    const held: pg.Client[] = [];
+    const hold = async (user: string, database: string) => {
+      const c = new pg.Client({ connectionString: pgmux.url(user, database) });
+      await c.connect();
+      held.push(c);
+    };
+    try {
+      await hold('app', 'appdb');
+      await hold('app', 'appdb');
+      await expect(psql(pgmux.url('app', 'appdb'), 'SELECT 1')).rejects.toThrow(/client connections exceeded \(max_db_client_connections\)/);
+      // Another database of the same endpoint, and another endpoint, are counted apart.
+      expect(await psql(pgmux.url('app', 'postgres'), 'SELECT 1')).toBe('1');
+      expect(await psql(pgmux.url('app', 'spare'), 'SELECT 1')).toBe('1');
+      await hold('other', 'spare');
+      await expect(psql(pgmux.url('other', 'spare'), 'SELECT 1')).rejects.toThrow(/client connections exceeded \(max_user_client_connections\)/);
+      const err = await new pg.Client({ connectionString: pgmux.url('other', 'spare') }).connect().then(() => null, (e: { code?: string }) => e);
+      expect(err?.code).toBe('53300');
+    } finally {
+      await Promise.all(held.map((c) => c.end()));
+      await pgmux.stop();
+    }
+  });
+});
+
+describe('pgbouncer.ini', () => {
+  it('maps the limits of [pgbouncer], [databases] and [users]', async () => {
+    const dir = await tempDir('pgmux-limits-');
+    const file = path.join(dir, 'pgbouncer.ini');
+    await writeFile(
+      file,
+      [
+        '[pgbouncer]',
+        'max_db_connections = 40',
+        'max_user_connections = 30',
+        'max_db_client_connections = 200',
+        'max_user_client_connections = 100',
+        'min_pool_size = 1',
+        'reserve_pool_size = 2',
+        'reserve_pool_timeout = 2.5',
+        '[databases]',
+        "appdb = host=127.0.0.1 pool_size=5 min_pool_size=2 reserve_pool=3 max_db_connections=8 max_db_client_connections=50 connect_query='SET x = 1'",
+        '[users]',
+        'app = pool_size=4 reserve_pool_size=1 max_user_connections=6 max_user_client_connections=9',
+      ].join('\n'),
+    );
+    const { config, warnings } = await loadConfig([file], {});
+    expect(config).toMatchObject({
+      max_db_connections: 40,
+      max_user_connections: 30,
+      max_db_client_connections: 200,
+      max_user_client_conn: 100,
+      min_pool_size: 1,
+      reserve_pool_size: 2,
+      reserve_pool_timeout: 2.5,
+      users: { app: { default_pool_size: 4, reserve_pool_size: 1, max_user_connections: 6, max_user_client_conn: 9 } },
+    });
+    expect(config.endpoints.appdb).toMatchObject({
+      default_pool_size: 5,
+      min_pool_size: 2,
+      reserve_pool_size: 3,
+      max_db_connections: 8,
+      max_db_client_connections: 50,
+      connect_query: 'SET x = 1',
+    });
+    expect(warnings).toEqual([]);
+  });
+});
