@@ -3,13 +3,13 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { configChanges, createLogger } from './logging.ts';
 import type { Config } from './config/schema.ts';
-import { CredentialStore } from './auth/credential-store.ts';
+import { CredentialStore, type AuthQueryPlace } from './auth/credential-store.ts';
 import { loginToServer } from './auth/server-login.ts';
 import { ServerConnection } from './pool/server-connection.ts';
 import { Pools, type PoolKey } from './pool/pools.ts';
 import type { Pool, PoolSettings } from './pool/pool.ts';
 import { SharedLimits } from './pool/shared-limits.ts';
-import { parseNodeUrl, type Endpoint } from './routing/endpoint.ts';
+import { parseNodeUrl, type Endpoint, type NodeAddress } from './routing/endpoint.ts';
 import { EndpointRegistry } from './routing/registry.ts';
 import { ClientTls } from './tls/client-tls.ts';
 import { ownReads } from './session/own-reads.ts';
@@ -158,6 +158,7 @@ export class PgmuxServer {
       log: this.log,
       stats: { authSuccesses: 0, authFailures: 0, queries: 0, transactions: 0, bytesIn: 0, bytesOut: 0, preparedHits: 0, preparedMisses: 0 },
       openServer: (key, settings) => this.openServer(key, settings),
+      authQueryPlace: (endpoint, node, database) => this.authQueryPlace(endpoint, node, database),
       admitClient: (session) => {
         const limit = this.clientLimitReached(session);
         if (limit === null) this.admitted.add(session);
@@ -279,6 +280,26 @@ export class PgmuxServer {
     }
   }
 
+  /**
+   * Where auth_query runs for a login to `endpoint` (undefined: the admin
+   * console): the endpoint's auth_user and auth_query, else the global
+   * ones; on the primary `node` in `database`, unless auth_dbname names
+   * an endpoint (its primary and database) or, with default_endpoint, a
+   * database of that endpoint, as PgBouncer's `*` entry would serve it.
+   */
+  private authQueryPlace(endpoint: string | undefined, node: NodeAddress, database: string): AuthQueryPlace {
+    const c = this.config;
+    const ep = endpoint === undefined ? undefined : c.endpoints[endpoint];
+    const place: AuthQueryPlace = { node, database, authUser: ep?.auth_user ?? c.auth_user, authQuery: ep?.auth_query ?? c.auth_query };
+    const dbname = ep?.auth_dbname ?? c.auth_dbname;
+    if (dbname === undefined) return place;
+    const named = this.registry.find(dbname);
+    if (named !== undefined) return { ...place, node: named.nodes[0], database: named.nodes[0].database ?? dbname };
+    const fallback = c.default_endpoint === undefined ? undefined : this.registry.find(c.default_endpoint);
+    if (fallback !== undefined) return { ...place, node: fallback.nodes[0], database: dbname };
+    throw new PgError(SqlState.INVALID_CATALOG_NAME, `authentication database "${dbname}" is not configured`);
+  }
+
   private poolSettings(key: PoolKey): PoolSettings {
     const c = this.config;
     const ep = c.endpoints[key.endpoint];
@@ -312,7 +333,7 @@ export class PgmuxServer {
     const secret =
       ep?.user === key.user && ep.password !== undefined
         ? { password: ep.password }
-        : this.credentials.serverSecret(key.user, await this.credentials.lookup(key.user, node, key.database));
+        : this.credentials.serverSecret(key.user, await this.credentials.lookup(key.user, this.authQueryPlace(key.endpoint, endpoint.nodes[0], key.database)));
     let login;
     try {
       login = await loginToServer({

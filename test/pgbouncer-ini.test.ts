@@ -178,9 +178,7 @@ describe('pgbouncer.ini strictness', () => {
       '5: client_tls_protocols = tlsv1.3 is not supported: pgmux uses Node.js TLS defaults (TLS 1.2 and 1.3, its default cipher suites and curves) and cannot narrow them yet',
       '6: server_tls_cert_file = /etc/pgbouncer/client.crt is not supported: pgmux cannot present a client certificate to servers yet',
       '7: disable_pqexec = 1 is not supported: pgmux cannot refuse the simple query protocol yet',
-      '8: auth_dbname = authdb is not supported: pgmux runs auth_query in the database the client asked for and cannot choose another yet',
       '9: user = someone-else-than-us is not supported: pgmux does not switch OS users; start it as someone-else-than-us',
-      '12: [databases] other: the auth_user parameter is not supported: pgmux has one auth_user for every database and cannot set one per database yet',
     ]);
     expect(problems.join('\n')).not.toContain('forced-secret-1');
   });

@@ -16,6 +16,20 @@ export interface CredentialStoreOptions {
   serverPasswords: ReadonlyMap<string, string>;
 }
 
+/**
+ * Where auth_query runs for one login, and as whom: the server and
+ * database (the client's, or auth_dbname's), and the auth_user and
+ * auth_query of the client's endpoint when it has its own.
+ */
+export interface AuthQueryPlace {
+  node: NodeAddress;
+  database: string;
+  /** This login's auth_user, instead of the store's. */
+  authUser?: string;
+  /** This login's auth_query, instead of the store's. */
+  authQuery?: string;
+}
+
 interface CacheEntry {
   credential: Credential | null;
   expires: number;
@@ -57,17 +71,21 @@ export class CredentialStore {
   }
 
   /** The stored secret of `user`, or null when the user is unknown. */
-  async lookup(user: string, primary: NodeAddress, database: string): Promise<Credential | null> {
+  async lookup(user: string, place: AuthQueryPlace): Promise<Credential | null> {
     const secret = this.fileEntries.get(user);
     if (secret !== undefined) return credentialFromSecret(secret);
-    if (this.opts.authUser === undefined) return null;
-    const key = `${primary.host}:${primary.port}\0${user}`;
+    const authUser = place.authUser ?? this.opts.authUser;
+    if (authUser === undefined) return null;
+    const authQuery = place.authQuery ?? this.opts.authQuery;
+    const { node } = place;
+    // Endpoints with their own auth_user or auth_query have answers of their own.
+    const key = `${node.host}:${node.port}\0${place.database}\0${authUser}\0${authQuery}\0${user}`;
     const hit = this.cache.get(key);
     if (hit !== undefined && hit.expires > Date.now()) return hit.credential;
     // Concurrent logins of one user share one query.
     let p = this.inflight.get(key);
     if (p === undefined) {
-      p = this.runAuthQuery(user, primary, database).finally(() => this.inflight.delete(key));
+      p = this.runAuthQuery(user, { ...place, authUser, authQuery }).finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
     }
     const credential = await p;
@@ -100,8 +118,8 @@ export class CredentialStore {
     return s;
   }
 
-  private async runAuthQuery(user: string, primary: NodeAddress, database: string): Promise<Credential | null> {
-    const authUser = this.opts.authUser!;
+  private async runAuthQuery(user: string, place: Required<AuthQueryPlace>): Promise<Credential | null> {
+    const { node: primary, database, authUser } = place;
     const fileSecret = this.fileEntries.get(authUser);
     const password = this.opts.serverPasswords.get(authUser) ?? (fileSecret !== undefined && credentialFromSecret(fileSecret).kind === 'password' ? fileSecret : undefined);
     const { Client } = await loadPg();
@@ -116,7 +134,7 @@ export class CredentialStore {
     });
     await client.connect();
     try {
-      const res = await client.query({ text: this.opts.authQuery, values: [user], rowMode: 'array' });
+      const res = await client.query({ text: place.authQuery, values: [user], rowMode: 'array' });
       const row = res.rows[0] as unknown[] | undefined;
       if (row === undefined || row[1] === null || row[1] === undefined) return null;
       return credentialFromSecret(String(row[1]));

@@ -80,6 +80,10 @@ export const EndpointSchema = z.strictObject({
   max_db_client_connections: z.int().min(0).optional(),
   /** Run once on each new server connection before a client gets it. */
   connect_query: z.string().optional(),
+  /** This endpoint's clients' auth_user, auth_query and auth_dbname. */
+  auth_user: z.string().min(1).optional(),
+  auth_query: z.string().min(1).optional(),
+  auth_dbname: z.string().min(1).optional(),
 });
 
 export const UserSchema = z.strictObject({
@@ -151,6 +155,11 @@ export const ConfigSchema = z
     auth_type: setting(z.enum(AUTH_TYPES).default('scram-sha-256'), 'How clients prove who they are', 'method'),
     auth_file: setting(z.string().min(1).optional(), 'File of "user" "secret" lines (PgBouncer userlist.txt format)', 'file'),
     auth_user: setting(z.string().min(1).optional(), 'User that runs auth_query for users not in auth_file', 'user'),
+    auth_dbname: setting(
+      z.string().min(1).optional(),
+      "Endpoint (or, with default_endpoint, database) whose primary and database auth_query runs in, instead of the client's",
+      'name',
+    ),
     auth_query: setting(
       z.string().min(1).default('SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1'),
       "Query returning a user's name and secret, given the name as $1",
@@ -238,6 +247,22 @@ export const ConfigSchema = z
       if (ep.password !== undefined && ep.user === undefined) {
         ctx.addIssue({ code: 'custom', path: ['endpoints', name, 'password'], input: undefined, message: 'password is the password of user: set user too, or leave password out' });
       }
+    }
+    // As PgBouncer, auth_dbname names a [databases] entry (an endpoint), or
+    // a database of the default endpoint; the admin console is none.
+    const authDbnames: [(string | number)[], string | undefined][] = [
+      [['auth_dbname'], config.auth_dbname],
+      ...Object.entries(config.endpoints).map(([n, ep]): [(string | number)[], string | undefined] => [['endpoints', n, 'auth_dbname'], ep.auth_dbname]),
+    ];
+    for (const [path, dbname] of authDbnames) {
+      if (dbname === undefined) continue;
+      const message =
+        dbname === 'pgbouncer' || dbname === 'pgmux'
+          ? `cannot use the admin console's database "${dbname}" as auth_dbname`
+          : !Object.hasOwn(config.endpoints, dbname) && config.default_endpoint === undefined
+            ? `authentication database "${dbname}" is not configured: name an endpoint, or set default_endpoint to serve it`
+            : null;
+      if (message !== null) ctx.addIssue({ code: 'custom', path, input: dbname, message });
     }
     const name = config.default_endpoint;
     if (name !== undefined && !Object.hasOwn(config.endpoints, name)) {

@@ -401,7 +401,9 @@ export class ClientSession implements CancelTarget {
     }
     let credential;
     try {
-      credential = await this.ctx.credentials.lookup(user, primary, database);
+      // The admin console has no endpoint: the global auth settings apply.
+      const place = this.ctx.authQueryPlace(this.adminRights === null ? this.endpointName : undefined, primary, database);
+      credential = await this.ctx.credentials.lookup(user, place);
     } catch (err) {
       this.log.warn({ ...this.who(), err: (err as Error).message }, 'credential lookup failed');
       throw new PgError(SqlState.CONNECTION_FAILURE, `could not look up credentials for user "${user}"`, {

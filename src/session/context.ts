@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import type { AuthType } from '../auth/client-auth.ts';
-import type { CredentialStore } from '../auth/credential-store.ts';
+import type { AuthQueryPlace, CredentialStore } from '../auth/credential-store.ts';
 import type { ServerConnection } from '../pool/server-connection.ts';
 import type { PoolKey, Pools } from '../pool/pools.ts';
-import type { Endpoint } from '../routing/endpoint.ts';
+import type { Endpoint, NodeAddress } from '../routing/endpoint.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import type { ClientSession } from './client-session.ts';
 import type { StatementIds } from './statements.ts';
@@ -62,6 +62,13 @@ export interface SessionContext {
   stats: SessionStats;
   /** A server connection of the client's own, with its startup settings (pool_mode = none). */
   openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection>;
+  /**
+   * Where auth_query runs for a client of `endpoint` (undefined: the admin
+   * console) whose endpoint primary is `node` and database `database`:
+   * the endpoint's own auth_user, auth_query and auth_dbname, else the
+   * global ones.
+   */
+  authQueryPlace(endpoint: string | undefined, node: NodeAddress, database: string): AuthQueryPlace;
   /** Counts the client against max_client_conn and max_user_client_conn; the limit hit, or null. */
   admitClient(session: ClientSession): string | null;
   /** Failed logins per client address (auth_failure_limit). */
