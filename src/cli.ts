@@ -1,10 +1,11 @@
 import { checkConfiguredFiles } from './cli/config-files.ts';
-import { listenProblem } from './cli/listen-check.ts';
+import { listenProblem, unixSocketProblem } from './cli/listen-check.ts';
 import { openLogFile } from './cli/log-file.ts';
 import { PidFile } from './cli/pid-file.ts';
 import { Interrupted, Signals } from './cli/signals.ts';
 import { ConfigError, loadConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
+import { parseListenList } from './listeners.ts';
 import { createLogger } from './logging.ts';
 import { PgmuxServer } from './server.ts';
 
@@ -44,6 +45,11 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
       console.error(`pgmux: ${problem}`);
       return 1;
     }
+  }
+  const socketProblem = await unixSocketProblem(config.unix_socket_dir, parseListenList(config.listen)[0]?.port ?? 0);
+  if (socketProblem !== null) {
+    console.error(`pgmux: ${socketProblem}`);
+    return 1;
   }
   if (!loaded.embedded && Object.keys(config.endpoints).length === 0) {
     console.error('pgmux: no endpoint configured. Give one with --endpoint main=postgresql://127.0.0.1:5432, or try --embedded.');

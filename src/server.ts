@@ -1,4 +1,3 @@
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { configChanges, createLogger } from './logging.ts';
@@ -25,13 +24,10 @@ import { PgError, SqlState } from './protocol/errors.ts';
 import { loadClassifier } from './sql/classify.ts';
 import { StatementIds } from './session/statements.ts';
 import { DatabaseStats, STATS_PERIOD_MS, zeroTotals, type DatabaseTotals } from './metrics/database-stats.ts';
+import { Listeners, type Listening } from './listeners.ts';
+import { shownPath } from './unix-socket.ts';
 
-/** Parses "host:port" or "[v6]:port". */
-export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen.trim());
-  if (m === null) throw new Error(`listen: expected host:port, got "${listen}"`);
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
-}
+export { parseListen } from './listeners.ts';
 
 export function endpointsFromConfig(config: Config): Map<string, Endpoint> {
   const out = new Map<string, Endpoint>();
@@ -99,12 +95,12 @@ function credentialOptions(config: Config) {
 }
 
 /**
- * One running pgmux: the listener and everything a client session needs.
+ * One running pgmux: its listeners and everything a client session needs.
  */
 export class PgmuxServer {
   private config: Config;
   readonly log: Logger;
-  private readonly listener: net.Server;
+  private readonly listeners: Listeners;
   readonly registry: EndpointRegistry;
   private clientTls: ClientTls | null = null;
   private serverCa: Buffer | undefined;
@@ -177,10 +173,11 @@ export class PgmuxServer {
     };
     this.adminBackend = adminBackend(this, () => this.reloadSource(), (mode) => this.onShutdown(mode));
     // Accepted paused, so each connection's reads can move to a buffer of its own.
-    this.listener = net.createServer({ noDelay: true, pauseOnConnect: true }, (accepted) => {
+    this.listeners = new Listeners((accepted, unixSocket) => {
       const session = new ClientSession(ownReads(accepted), this.ctx, {
         loginTimeoutMs: s(this.config.client_login_timeout),
         databaseStats: this.databaseStats,
+        unixSocket,
       });
       this.sessions.add(session);
     });
@@ -389,13 +386,11 @@ export class PgmuxServer {
     this.serverCa = serverCa;
     await this.registry.start();
     this.openForcedUserPools();
-    const { host, port } = parseListen(this.config.listen);
-    await new Promise<void>((resolve, reject) => {
-      this.listener.once('error', reject);
-      this.listener.listen({ host, port }, () => {
-        this.listener.off('error', reject);
-        resolve();
-      });
+    const listening = await this.listeners.open({
+      listen: c.listen,
+      unixSocketDir: c.unix_socket_dir,
+      unixSocketMode: c.unix_socket_mode,
+      unixSocketGroup: c.unix_socket_group,
     });
     if (c.metrics_listen !== undefined) {
       // prom-client is loaded only when metrics are served.
@@ -405,13 +400,25 @@ export class PgmuxServer {
     this.databaseStats.start();
     listenForSignals(this);
     this.ready = true;
-    const addr = this.listener.address() as net.AddressInfo;
+    const addr = listening.tcp[0];
     const metrics = this.metricsAddress();
     this.log.info(
-      { host: addr.address, port: addr.port, endpoints: [...this.registry.endpoints().keys()], metrics: metrics === null ? undefined : `${metrics.host}:${metrics.port}` },
+      {
+        host: addr.host,
+        port: addr.port,
+        addresses: listening.tcp.length > 1 ? listening.tcp.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)) : undefined,
+        unixSocket: listening.unixSocket === null ? undefined : shownPath(listening.unixSocket),
+        endpoints: [...this.registry.endpoints().keys()],
+        metrics: metrics === null ? undefined : `${metrics.host}:${metrics.port}`,
+      },
       'listening',
     );
-    return { host: addr.address, port: addr.port };
+    return { host: addr.host, port: addr.port };
+  }
+
+  /** Every address and the Unix-domain socket pgmux listens on, once started. */
+  listening(): Listening {
+    return this.listeners.listening();
   }
 
   get currentConfig(): Config {
@@ -501,7 +508,7 @@ export class PgmuxServer {
    */
   async shutdown(wait: 'clients' | 'transactions'): Promise<void> {
     this.ready = false;
-    this.listener.close();
+    void this.listeners.close();
     const deadline = Date.now() + s(this.config.shutdown_timeout);
     const busy = () => (wait === 'clients' ? this.sessions.size > 0 : [...this.sessions].some((x) => x.inTransaction()));
     const now = () => {
@@ -535,7 +542,7 @@ export class PgmuxServer {
     this.ready = false;
     this.metricsServer?.close();
     this.databaseStats.stop();
-    const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    const closed = this.listeners.close();
     const err = new PgError(SqlState.ADMIN_SHUTDOWN, 'pgmux is shutting down');
     for (const session of this.sessions) session.fatal(err);
     await closed;

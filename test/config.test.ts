@@ -37,6 +37,8 @@ describe('defaults', () => {
     const { config, configPath, embedded, help } = await loadConfig([], {});
     expect(config).toEqual({
       listen: '127.0.0.1:6432',
+      unix_socket_dir: '/tmp',
+      unix_socket_mode: '0777',
       endpoints: {},
       pool_mode: 'session',
       default_pool_size: 20,

@@ -202,11 +202,23 @@ describe('pgbouncer.ini strictness', () => {
     expect(warnings).toEqual([]);
   });
 
-  it('listen_addr: one address (IPv6 in brackets) or "*"; a list is refused, since pgmux listens on one address', async () => {
+  it('listen_addr: an address (IPv6 in brackets), a list, or "*" for every IPv4 and IPv6 address; listen_port applies to each', async () => {
     expect((await iniConfig('[pgbouncer]\nlisten_addr = ::1\nlisten_port = 7000\n')).config.listen).toBe('[::1]:7000');
-    expect((await iniConfig('[pgbouncer]\nlisten_addr = *\n')).config.listen).toBe('0.0.0.0:6432');
-    const { file, problems } = await iniProblems('[pgbouncer]\nlisten_addr = 127.0.0.1, ::1\n');
-    expect(problems).toEqual([`${file}:2: listen_addr lists 2 addresses (127.0.0.1, ::1); pgmux listens on one address: keep one, or "*" for all`]);
+    expect((await iniConfig('[pgbouncer]\nlisten_addr = *\n')).config.listen).toBe('*:6432');
+    expect((await iniConfig('[pgbouncer]\nlisten_addr = 127.0.0.1, ::1, db.example.com\nlisten_port = 7000\n')).config.listen).toBe(
+      '127.0.0.1:7000,[::1]:7000,db.example.com:7000',
+    );
+  });
+
+  it('unix_socket_dir, unix_socket_mode and unix_socket_group map; empty unix_socket_dir turns the socket off, an empty group is not set', async () => {
+    expect((await iniConfig('[pgbouncer]\n')).config).toMatchObject({ unix_socket_dir: '/tmp', unix_socket_mode: '0777' });
+    const { config } = await iniConfig('[pgbouncer]\nunix_socket_dir = /run/pgbouncer\nunix_socket_mode = 0770\nunix_socket_group = postgres\n');
+    expect(config).toMatchObject({ unix_socket_dir: '/run/pgbouncer', unix_socket_mode: '0770', unix_socket_group: 'postgres' });
+    const off = (await iniConfig('[pgbouncer]\nunix_socket_dir =\nunix_socket_group =\n')).config;
+    expect(off.unix_socket_dir).toBe('');
+    expect(off.unix_socket_group).toBeUndefined();
+    const { problems } = await iniProblems('[pgbouncer]\nunix_socket_mode = rw-rw-rw-\n');
+    expect(problems).toEqual([expect.stringContaining('unix_socket_mode: expected an octal file mode such as 0777, got "rw-rw-rw-"')]);
   });
 
   it('an IPv6 host in [databases] becomes a valid node URL; a Unix socket directory is refused', async () => {

@@ -4,6 +4,8 @@
  * after building a cluster it then has to take down again.
  */
 import net from 'node:net';
+import { bindsOf, type Bind } from '../listeners.ts';
+import { socketPath, socketProblem } from '../unix-socket.ts';
 
 /** host:port or [v6]:port, as the schema accepts `listen`; an empty host is every IPv4 address. */
 function hostPort(listen: string): { host: string; port: number } | null {
@@ -11,20 +13,42 @@ function hostPort(listen: string): { host: string; port: number } | null {
   return m === null ? null : { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
 }
 
+/** The error code listening on `b` gives, or null when it is free. */
+function probe(b: Bind): Promise<string | null> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    srv.listen({ host: b.host, port: b.port, exclusive: true, ipv6Only: b.ipv6Only ?? false }, () => srv.close(() => resolve(null)));
+  });
+}
+
 /**
  * What is wrong with listening on `listen` (set by `setting`, e.g.
- * `listen`), in words that say how to choose another address; null when
- * it is free. Port 0 (any free port) is always free.
+ * `listen`; several addresses comma-separated), in words that say how to
+ * choose another address; null when every address is free. Port 0 (any
+ * free port) is always free.
  */
 export async function listenProblem(listen: string, setting: string): Promise<string | null> {
-  const addr = hostPort(listen);
-  if (addr === null || addr.port === 0) return null;
-  const code = await new Promise<string | null>((resolve) => {
-    const probe = net.createServer();
-    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
-    probe.listen({ host: addr.host, port: addr.port, exclusive: true }, () => probe.close(() => resolve(null)));
-  });
-  return code === null ? null : describeListenError(code, listen, setting);
+  let binds: Bind[];
+  try {
+    binds = await bindsOf(listen);
+  } catch (err) {
+    return `cannot listen on ${listen}: ${(err as Error).message}`;
+  }
+  for (const b of binds) {
+    if (b.port === 0) continue;
+    const code = await probe(b);
+    if (code === null || (b.optional === true && ['EAFNOSUPPORT', 'EADDRNOTAVAIL'].includes(code))) continue;
+    const shown = b.host.includes(':') ? `[${b.host}]:${b.port}` : `${b.host}:${b.port}`;
+    return describeListenError(code, binds.length > 1 ? shown : listen, setting);
+  }
+  return null;
+}
+
+/** What is wrong with the Unix-domain socket for `port` in `dir` (a live one), or null. */
+export async function unixSocketProblem(dir: string, port: number): Promise<string | null> {
+  if (dir === '' || port === 0) return null;
+  return socketProblem(socketPath(dir, port)).catch((err: Error) => err.message);
 }
 
 /** The words for a listen error code, saying how to choose another address. */

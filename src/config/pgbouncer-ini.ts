@@ -136,7 +136,7 @@ class Translation {
 }
 
 function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
-  let listenAddr = '127.0.0.1';
+  let listenAddrs = ['127.0.0.1'];
   let listenPort: number | undefined = 6432;
   const known = Object.keys(PGBOUNCER_KEYS);
   for (const { key: rawKey, value, line } of entries) {
@@ -148,13 +148,9 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
     }
     switch (key) {
       case 'listen_addr': {
+        // A list, as PgBouncer's; "*" is every IPv4 and IPv6 address, as pgmux's listen takes it.
         const addrs = value.split(',').map((a) => a.trim()).filter((a) => a !== '');
-        if (addrs.length > 1) {
-          t.problem(line, `listen_addr lists ${addrs.length} addresses (${addrs.join(', ')}); pgmux listens on one address: keep one, or "*" for all`);
-        } else if (addrs.length === 1) {
-          // "*" is every IPv4 address; pgmux's listener takes one address.
-          listenAddr = addrs[0] === '*' ? '0.0.0.0' : addrs[0];
-        }
+        if (addrs.length > 0) listenAddrs = addrs;
         continue;
       }
       case 'listen_port': {
@@ -180,6 +176,10 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
         if (typeof level === 'number') t.config.log_level = level >= 2 ? 'trace' : level === 1 ? 'debug' : 'info';
         continue;
       }
+      case 'unix_socket_group':
+        // Empty is PgBouncer's "not set": the socket keeps pgmux's group.
+        if (value !== '') t.config[key] = value;
+        continue;
       case 'user':
         // PgBouncer switches to this OS user after start; running as
         // someone else (root) instead would be a quiet loss of privilege
@@ -205,7 +205,7 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
     const v = t.read(kind, key, value, line);
     if (v !== undefined) t.config[to] = v;
   }
-  if (listenPort !== undefined) t.config.listen = `${urlHost(listenAddr)}:${listenPort}`;
+  if (listenPort !== undefined) t.config.listen = listenAddrs.map((a) => `${urlHost(a)}:${listenPort}`).join(',');
 }
 
 function translateDatabases(t: Translation, entries: IniEntry[]): void {

@@ -146,10 +146,10 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   tcp_user_timeout: ignore,
   track_extra_parameters: same,
   transaction_timeout: ignore,
-  unix_socket_dir: ignore,
-  unix_socket_group: ignore,
-  unix_socket_mode: ignore,
-  // user has a rule of its own: pgmux does not switch OS users.
+  unix_socket_dir: same,
+  // unix_socket_group and user have a rule of their own (empty is not set).
+  unix_socket_group: same,
+  unix_socket_mode: same,
   user: same,
   verbose: same,
 };

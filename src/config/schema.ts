@@ -48,6 +48,20 @@ const listen = z.string().refine(
   { error: (issue) => `expected host:port (IPv6 as [::1]:6432), got ${JSON.stringify(issue.input)}` },
 );
 
+const isListen = (s: string) => {
+  const m = LISTEN.exec(s.trim());
+  return m !== null && Number(m[1]) <= 65535;
+};
+
+/** Several addresses, comma-separated, as PgBouncer's listen_addr; `*` is every address. */
+const listenList = z.string().refine(
+  (s) => s.split(',').every(isListen),
+  { error: (issue) => `expected host:port (IPv6 as [::1]:6432), got ${JSON.stringify(issue.input)}; several addresses are comma-separated, and * is every address` },
+);
+
+/** unix_socket_mode: octal, as chmod takes it. */
+const FILE_MODE = /^(?:0o?)?[0-7]{1,4}$/i;
+
 const nodeUrl = z.string().superRefine((url, ctx) => {
   const problem = nodeUrlProblem(url);
   if (problem !== null) ctx.addIssue({ code: 'custom', input: url, message: `${JSON.stringify(redactSecrets(url))}: ${problem}` });
@@ -98,7 +112,22 @@ export const UserSchema = z.strictObject({
 
 export const ConfigSchema = z
   .strictObject({
-    listen: setting(listen.default('127.0.0.1:6432'), 'Address clients connect to, host:port (IPv6 as [::1]:6432)', 'host:port'),
+    listen: setting(
+      listenList.default('127.0.0.1:6432'),
+      'Addresses clients connect to: host:port, several comma-separated (IPv6 as [::1]:6432; * is every IPv4 and IPv6 address)',
+      'host:port',
+    ),
+    unix_socket_dir: setting(
+      z.string().default('/tmp'),
+      'Directory of the Unix-domain socket .s.PGSQL.PORT (PORT: the first listen port; @name: abstract namespace); empty for none',
+      'dir',
+    ),
+    unix_socket_mode: setting(
+      z.string().regex(FILE_MODE, { error: (issue) => `expected an octal file mode such as 0777, got ${JSON.stringify(issue.input)}` }).default('0777'),
+      'File mode of the Unix-domain socket, octal',
+      'mode',
+    ),
+    unix_socket_group: setting(z.string().min(1).optional(), 'Group the Unix-domain socket belongs to', 'group'),
     endpoints: setting(z.record(endpointName, EndpointSchema).default({}), 'Servers to route to, by endpoint name'),
     default_endpoint: setting(endpointName.optional(), 'Endpoint for clients whose database names none', 'name'),
     pool_mode: setting(PoolModeSchema.default('session'), 'How long a client keeps its server connection', 'mode'),

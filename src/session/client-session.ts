@@ -58,6 +58,8 @@ export interface SessionOptions {
   loginTimeoutMs: number;
   /** Per-database counters (SHOW STATS). */
   databaseStats: DatabaseStats;
+  /** Connected through the Unix-domain socket: no address, no TLS (as PostgreSQL and PgBouncer). */
+  unixSocket?: boolean;
 }
 
 const loginTimedOut = (session: ClientSession) => session.onLoginTimeout();
@@ -108,6 +110,7 @@ export class ClientSession implements CancelTarget {
     this.reads = reads;
     this.ctx = ctx;
     this.databaseStats = opts.databaseStats;
+    this.unixSocket = opts.unixSocket === true;
     const loginTimeoutMs = opts.loginTimeoutMs;
     this.socket.setNoDelay(true);
     reads.setReader(this.onRead);
@@ -116,6 +119,8 @@ export class ClientSession implements CancelTarget {
   }
 
   private readonly databaseStats: DatabaseStats;
+  /** Connected through the Unix-domain socket. */
+  readonly unixSocket: boolean;
   /** What this client's forwarding loop counts, for its database's SHOW STATS row; null for the admin console. */
   counters: ClientCounters | null = null;
 
@@ -162,7 +167,8 @@ export class ClientSession implements CancelTarget {
   /** SSLRequest: 'S' and the handshake when TLS is offered, else 'N'. */
   private startTls(): boolean {
     const clientTls = this.ctx.clientTls();
-    if (!clientTls.offered || this.socket instanceof tls.TLSSocket) {
+    // Nothing to protect on the Unix-domain socket: PostgreSQL and PgBouncer refuse TLS there too.
+    if (!clientTls.offered || this.socket instanceof tls.TLSSocket || this.unixSocket) {
       this.socket.write('N');
       return false;
     }
@@ -196,7 +202,17 @@ export class ClientSession implements CancelTarget {
   /** Who this client is, for the lines that say why a login failed. */
   private who(): { user: string; database: string; addr: string } {
     const s = this.socket;
-    return { user: this.user, database: this.database, addr: `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}` };
+    const addr = this.unixSocket ? 'unix socket' : `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`;
+    return { user: this.user, database: this.database, addr };
+  }
+
+  /**
+   * Where failed logins are counted (auth_failure_limit): the client's IP
+   * address; every client of the Unix-domain socket, which has none, is
+   * local and counts as one.
+   */
+  private failureKey(): string {
+    return this.unixSocket ? 'unix socket' : (this.socket.remoteAddress ?? '');
   }
 
   /** This client's logger, made on first use (10,000 idle clients need not carry one each). */
@@ -308,7 +324,7 @@ export class ClientSession implements CancelTarget {
           this.onClientGone('cancel request');
           return;
         case 'startup': {
-          if (this.ctx.clientTls().required && !(this.socket instanceof tls.TLSSocket)) {
+          if (this.ctx.clientTls().required && !(this.socket instanceof tls.TLSSocket) && !this.unixSocket) {
             throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, 'SSL required', {
               hint: 'This pgmux accepts only TLS connections (client_tls_sslmode = require): connect with sslmode=require.',
             });
@@ -394,7 +410,7 @@ export class ClientSession implements CancelTarget {
   }
 
   private async authenticate(user: string, primary: { host: string; port: number }, database: string): Promise<void> {
-    if (this.ctx.authFailures.blocked(this.socket.remoteAddress ?? '')) {
+    if (this.ctx.authFailures.blocked(this.failureKey())) {
       this.log.warn(this.who(), 'login refused: too many failed logins from this address (auth_failure_limit)');
       // Same answer whoever the user is: it says nothing about accounts.
       throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, 'too many failed logins from this address; try again later');
@@ -437,7 +453,7 @@ export class ClientSession implements CancelTarget {
             this.log.warn(this.who(), 'password authentication failed');
             this.ctx.credentials.invalidate(this.user);
             this.ctx.stats.authFailures++;
-            this.ctx.authFailures.note(this.socket.remoteAddress ?? '');
+            this.ctx.authFailures.note(this.failureKey());
           }
           throw err;
         }

@@ -33,6 +33,8 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
   const c = getCluster();
   const config = ConfigSchema.parse({
     listen: '127.0.0.1:0',
+    // No Unix-domain socket in /tmp unless a test asks for one (in a directory of its own).
+    unix_socket_dir: '',
     endpoints: { main: { nodes: [`postgresql://${c.primary.host}:${c.primary.port}`] } },
     auth_file: await writeAuthFile(),
     ...overrides,
