@@ -210,6 +210,12 @@ export class PgmuxServer {
       forcedUserFor: (endpoint) => c.endpoints[endpoint]?.user,
       maxPreparedStatements: c.max_prepared_statements,
       onSessionState: c.on_session_state,
+      ignoredStartupParameters: new Set(
+        c.ignore_startup_parameters
+          .split(',')
+          .map((n) => n.trim().toLowerCase())
+          .filter((n) => n !== ''),
+      ),
       extraTracked: new Set(
         c.track_extra_parameters
           .split(',')

@@ -69,6 +69,7 @@ describe('defaults', () => {
       log_format: 'auto',
       max_prepared_statements: 200,
       on_session_state: 'pin',
+      ignore_startup_parameters: '',
       track_extra_parameters:
         'search_path,statement_timeout,lock_timeout,idle_in_transaction_session_timeout,default_transaction_isolation,default_transaction_read_only,work_mem',
       client_tls_sslmode: 'disable',

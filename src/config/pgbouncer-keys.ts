@@ -80,7 +80,7 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   dns_nxdomain_ttl: ignore,
   dns_zone_check_period: ignore,
   idle_transaction_timeout: ignore,
-  ignore_startup_parameters: ignore,
+  ignore_startup_parameters: same,
   job_name: ignore,
   // listen_addr and listen_port have rules of their own.
   listen_addr: same,

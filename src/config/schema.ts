@@ -213,6 +213,11 @@ export const ConfigSchema = z
       'In transaction mode, what a statement that leaves session state does: pin the server connection, or fail',
       'pin|error',
     ),
+    ignore_startup_parameters: setting(
+      z.string().default(''),
+      'Comma-separated startup parameters dropped instead of passed to the server (options: words of options that would be refused)',
+      'names',
+    ),
     track_extra_parameters: setting(
       z.string().default('search_path,statement_timeout,lock_timeout,idle_in_transaction_session_timeout,default_transaction_isolation,default_transaction_read_only,work_mem'),
       'Comma-separated parameters PostgreSQL does not report, tracked from SET per client in transaction mode',

@@ -362,7 +362,7 @@ export class ClientSession implements CancelTarget {
     if (!user) throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, 'no PostgreSQL user name specified in startup packet');
     this.user = user;
     this.database = params.get('database') || user;
-    const cs = clientSettings(params);
+    const cs = clientSettings(params, this.ctx.settings().ignoredStartupParameters);
     this.settings = cs.settings;
     this.applicationName = cs.settings.get('application_name') ?? '';
     if (ADMIN_DATABASES.has(this.database) && cs.endpoint === undefined) {

@@ -29,6 +29,8 @@ export interface SessionSettings {
   forcedUserFor(endpoint: string): string | undefined;
   maxPreparedStatements: number;
   onSessionState: 'pin' | 'error';
+  /** Startup parameters dropped instead of applied (ignore_startup_parameters), lower-cased. */
+  ignoredStartupParameters: ReadonlySet<string>;
   /** Unreported parameters followed from SET (track_extra_parameters), lower-cased. */
   extraTracked: ReadonlySet<string>;
   noticePerNodeStatement: boolean;

@@ -36,35 +36,46 @@ export function splitOptions(options: string): string[] {
   return out;
 }
 
-function setting(arg: string, out: Map<string, string>): void {
+function setting(arg: string, out: Map<string, string>, ignored: ReadonlySet<string>): void {
   const eq = arg.indexOf('=');
   if (eq <= 0) {
+    if (ignored.has('options')) return;
     throw new PgError('42601', `invalid command-line argument for server process: ${arg}`, {
       hint: 'Use options=-c name=value.',
     });
   }
   // PostgreSQL accepts dashes for underscores in option names.
-  out.set(arg.slice(0, eq).replace(/-/g, '_'), arg.slice(eq + 1));
+  const name = arg.slice(0, eq).replace(/-/g, '_');
+  if (!ignored.has(name.toLowerCase())) out.set(name, arg.slice(eq + 1));
 }
 
-/** The settings a client's startup packet asks for, `options` expanded. */
-export function clientSettings(params: ReadonlyMap<string, string>): ClientSettings {
+/**
+ * The settings a client's startup packet asks for, `options` expanded.
+ * Those named in `ignored` (ignore_startup_parameters, lower-cased) are
+ * dropped, given directly or in `options`; `options` itself in it drops
+ * the words of `options` that would otherwise be refused, as PgBouncer
+ * does.
+ */
+export function clientSettings(params: ReadonlyMap<string, string>, ignored: ReadonlySet<string> = new Set()): ClientSettings {
   if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
     throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, 'replication connections are not supported through pgmux');
   }
   const settings = new Map<string, string>();
   let endpoint: string | undefined;
-  for (const [k, v] of params) if (!NOT_SETTINGS.has(k)) settings.set(k, v);
+  for (const [k, v] of params) if (!NOT_SETTINGS.has(k) && !ignored.has(k.toLowerCase())) settings.set(k, v);
   const words = splitOptions(params.get('options') ?? '');
   for (let i = 0; i < words.length; i++) {
     const w = words[i];
     if (w === '-c') {
-      if (i + 1 >= words.length) throw new PgError('42601', 'invalid command-line argument for server process: -c');
-      setting(words[++i], settings);
-    } else if (w.startsWith('-c')) setting(w.slice(2), settings);
-    else if (w.startsWith('--')) setting(w.slice(2), settings);
+      if (i + 1 >= words.length) {
+        if (ignored.has('options')) break;
+        throw new PgError('42601', 'invalid command-line argument for server process: -c');
+      }
+      setting(words[++i], settings, ignored);
+    } else if (w.startsWith('-c')) setting(w.slice(2), settings, ignored);
+    else if (w.startsWith('--')) setting(w.slice(2), settings, ignored);
     else if (w.startsWith('endpoint=')) endpoint = w.slice('endpoint='.length);
-    else throw new PgError('42601', `invalid command-line argument for server process: ${w}`, { hint: 'Use options=-c name=value.' });
+    else if (!ignored.has('options')) throw new PgError('42601', `invalid command-line argument for server process: ${w}`, { hint: 'Use options=-c name=value.' });
   }
   return { settings, endpoint };
 }
