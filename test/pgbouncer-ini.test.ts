@@ -166,7 +166,7 @@ describe('pgbouncer.ini strictness', () => {
       'server_tls_cert_file = /etc/pgbouncer/client.crt',
       'disable_pqexec = 1',
       'auth_dbname = authdb',
-      'user = someone-else-than-us',
+      'user =',
       '[databases]',
       'forced = host=h user=app password=forced-secret-1',
       'other = host=h auth_user=checker',
@@ -179,7 +179,6 @@ describe('pgbouncer.ini strictness', () => {
       '5: client_tls_protocols = tlsv1.3 is not supported: pgmux uses Node.js TLS defaults (TLS 1.2 and 1.3, its default cipher suites and curves) and cannot narrow them yet',
       '6: server_tls_cert_file = /etc/pgbouncer/client.crt is not supported: pgmux cannot present a client certificate to servers yet',
       '7: disable_pqexec = 1 is not supported: pgmux cannot refuse the simple query protocol yet',
-      '9: user = someone-else-than-us is not supported: pgmux does not switch OS users; start it as someone-else-than-us',
     ]);
     expect(problems.join('\n')).not.toContain('forced-secret-1');
   });
@@ -220,6 +219,11 @@ describe('pgbouncer.ini strictness', () => {
     expect(off.unix_socket_group).toBeUndefined();
     const { problems } = await iniProblems('[pgbouncer]\nunix_socket_mode = rw-rw-rw-\n');
     expect(problems).toEqual([expect.stringContaining('unix_socket_mode: expected an octal file mode such as 0777, got "rw-rw-rw-"')]);
+  });
+
+  it('user maps: pgmux switches to that OS user once listening; empty is not set', async () => {
+    expect((await iniConfig('[pgbouncer]\nuser = postgres\n')).config.user).toBe('postgres');
+    expect((await iniConfig('[pgbouncer]\nuser =\n')).config.user).toBeUndefined();
   });
 
   it('an IPv6 host in [databases] becomes a valid node URL; a Unix socket directory is refused', async () => {

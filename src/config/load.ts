@@ -18,7 +18,7 @@ import { ConfigError } from './errors.ts';
 import { describeSetting, scalarSettings, type ScalarSetting } from './introspect.ts';
 import { formatIssues } from './issues.ts';
 import { REDACTED } from './redact.ts';
-import { ConfigSchema, type Config } from './schema.ts';
+import { ConfigSchema, LOG_LEVELS, type Config, type LogLevel } from './schema.ts';
 import { VERSION } from '../version.ts';
 
 export { ConfigError };
@@ -46,6 +46,8 @@ export interface LoadedConfig {
   configPath?: string;
   /** --embedded: start a throw-away local primary and replica and serve them. */
   embedded: boolean;
+  /** How the process runs: PgBouncer's command-line switches that are not settings. */
+  run: RunOptions;
   /** Things the operator should know at start (pgbouncer.ini settings pgmux does without). */
   warnings: string[];
   /**
@@ -55,7 +57,20 @@ export interface LoadedConfig {
   help?: string;
 }
 
+/** PgBouncer's command-line switches that say how the process runs rather than set a setting. */
+export interface RunOptions {
+  /** -d: run in the background (needs pid_file and log_file). */
+  daemon: boolean;
+  /** -q: no log lines on standard output (log_file still gets them). */
+  quiet: boolean;
+  /** -R: PgBouncer's online restart, which pgmux refuses. */
+  reboot: boolean;
+}
+
 const ENV_PREFIX = 'PGMUX_';
+
+/** Settings with a one-letter flag as well, as PgBouncer's command line has them. */
+const SHORT_FLAGS: Record<string, string> = { user: '-u' };
 
 /** Settings naming files that, given in the config file, are relative to it. */
 const RELATIVE_TO_FILE = ['auth_file', 'log_file', 'pid_file'];
@@ -127,13 +142,18 @@ function buildProgram(): Program {
     .allowExcessArguments(false);
   const flagOf = new Map<string, ConfigFlag>();
   for (const f of configFlags()) {
-    const option = new Option(`${f.flag} <${f.arg}>`, helpLine(f));
+    const short = SHORT_FLAGS[f.key];
+    const option = new Option(`${short === undefined ? '' : `${short}, `}${f.flag} <${f.arg}>`, helpLine(f));
     if (f.key !== 'config') option.helpGroup('Settings:');
     if (f.repeatable) option.argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
     command.addOption(option);
     flagOf.set(option.attributeName(), f);
   }
   command.option('--embedded', 'Start a throw-away local primary and replica and serve them');
+  command.option('-d, --daemon', 'Run in the background once listening (needs pid_file and log_file)');
+  command.option('-q, --quiet', 'No log lines on standard output; log_file still gets them');
+  command.option('-v, --verbose', 'Log more: each -v one level more than log_level (-v debug, -vv trace)', (_: string, n: number) => n + 1, 0);
+  command.option('-R, --reboot', "PgBouncer's online restart: refused, pgmux cannot take over another process's connections");
   command.option('-h, --help', 'Show this help');
   command.option('-V, --version', 'Show the version');
   return { command, flagOf };
@@ -146,6 +166,11 @@ over the environment, which wins over the file. See docs/configuration.md.`;
 
 async function versionText(): Promise<string> {
   return `pgmux ${VERSION}`;
+}
+
+/** `steps` levels more verbose than `level`, at most trace. */
+function moreVerbose(level: LogLevel, steps: number): LogLevel {
+  return LOG_LEVELS[Math.min(LOG_LEVELS.indexOf(level) + steps, LOG_LEVELS.length - 1)];
 }
 
 /** Reads and parses a TOML config file; a ConfigError says what is wrong with it. */
@@ -334,11 +359,21 @@ export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promis
     if (err instanceof CommanderError) throw new ConfigError(commanderProblem(err.message));
     throw err;
   }
-  const opts = program.command.opts<{ embedded?: boolean; help?: boolean; version?: boolean; config?: string }>();
+  const opts = program.command.opts<{
+    embedded?: boolean;
+    help?: boolean;
+    version?: boolean;
+    config?: string;
+    daemon?: boolean;
+    quiet?: boolean;
+    verbose: number;
+    reboot?: boolean;
+  }>();
   const embedded = opts.embedded === true;
+  const run: RunOptions = { daemon: opts.daemon === true, quiet: opts.quiet === true, reboot: opts.reboot === true };
   if (opts.help === true || opts.version === true) {
     const help = opts.help === true ? `${program.command.helpInformation()}${HELP_FOOTER}` : await versionText();
-    return { config: ConfigSchema.parse({}), embedded, help, warnings: [] };
+    return { config: ConfigSchema.parse({}), embedded, run, help, warnings: [] };
   }
 
   const envConfig = env[`${ENV_PREFIX}CONFIG`];
@@ -365,5 +400,7 @@ export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promis
 
   const layers = [envLayer(env), flagLayer(program)];
   const config = validate(merge(file, layers, sources), sources);
-  return { config, configPath, embedded, warnings };
+  // -v, as PgBouncer's: more log than the configuration asks for, also after a reload.
+  config.log_level = moreVerbose(config.log_level, opts.verbose);
+  return { config, configPath, embedded, run, warnings };
 }

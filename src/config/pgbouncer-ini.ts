@@ -1,4 +1,3 @@
-import os from 'node:os';
 import { ConfigError } from './errors.ts';
 import { closestKey } from './issues.ts';
 import { DATABASE_KEYS, PGBOUNCER_KEYS, SECTIONS, USER_KEYS, type KeyRule, type ValueKind } from './pgbouncer-keys.ts';
@@ -181,12 +180,8 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
         if (value !== '') t.config[key] = value;
         continue;
       case 'user':
-        // PgBouncer switches to this OS user after start; running as
-        // someone else (root) instead would be a quiet loss of privilege
-        // separation, so pgmux must already be running as it.
-        if (value !== '' && value !== os.userInfo().username) {
-          t.problem(line, `user = ${value} is not supported: pgmux does not switch OS users; start it as ${value}`);
-        }
+        // Empty is PgBouncer's "not set": pgmux stays the user it was started as.
+        if (value !== '') t.config[key] = value;
         continue;
     }
     if (rule.kind === 'refuse') {

@@ -128,6 +128,11 @@ export const ConfigSchema = z
       'mode',
     ),
     unix_socket_group: setting(z.string().min(1).optional(), 'Group the Unix-domain socket belongs to', 'group'),
+    user: setting(
+      z.string().min(1).optional(),
+      'OS user pgmux switches to once its listeners are open (pgmux must be started as root, or as that user)',
+      'user',
+    ),
     endpoints: setting(z.record(endpointName, EndpointSchema).default({}), 'Servers to route to, by endpoint name'),
     default_endpoint: setting(endpointName.optional(), 'Endpoint for clients whose database names none', 'name'),
     pool_mode: setting(PoolModeSchema.default('session'), 'How long a client keeps its server connection', 'mode'),
