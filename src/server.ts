@@ -15,6 +15,7 @@ import { ownReads } from './session/own-reads.ts';
 import { readFile } from 'node:fs/promises';
 import { adminBackend } from './admin/backend.ts';
 import { FailureLimiter } from './auth/failure-limit.ts';
+import { loadHba, type HbaRule } from './auth/hba.ts';
 import type http from 'node:http';
 import type { AdminBackend } from './admin/console.ts';
 import { CancelRegistry } from './session/cancel-registry.ts';
@@ -114,6 +115,8 @@ export class PgmuxServer {
   readonly servedDatabases = new Set<string>();
   /** Clients counted against max_client_conn. */
   private readonly admitted = new Set<ClientSession>();
+  /** auth_hba_file's rules, when auth_type = hba. */
+  private hbaRules: HbaRule[] = [];
   private sessionSettings: SessionSettings;
   readonly ctx: SessionContext;
   /** Where RELOAD (admin console) reads the configuration; the CLI sets it to re-read files and flags. */
@@ -202,6 +205,7 @@ export class PgmuxServer {
     const c = this.config;
     return {
       authType: c.auth_type,
+      hbaRules: this.hbaRules,
       maxPacketSize: c.max_packet_size,
       defaultEndpoint: c.default_endpoint,
       queryTimeoutMs: Math.max(s(c.server_connect_timeout), 5000),
@@ -380,6 +384,8 @@ export class PgmuxServer {
 
   async start(): Promise<{ host: string; port: number }> {
     const c = this.config;
+    this.hbaRules = c.auth_type === 'hba' ? loadHba(c.auth_hba_file!) : [];
+    this.sessionSettings = this.makeSessionSettings();
     const [clientTls, serverCa] = await Promise.all([
       ClientTls.load(c.client_tls_sslmode, c.client_tls_cert_file, c.client_tls_key_file),
       c.server_tls_ca_file === undefined ? undefined : readFile(c.server_tls_ca_file),
@@ -440,6 +446,8 @@ export class PgmuxServer {
    * changed by a reload.
    */
   async reload(config: Config): Promise<void> {
+    // Read before anything changes: a bad file leaves the running rules in place.
+    const hbaRules = config.auth_type === 'hba' ? loadHba(config.auth_hba_file!) : [];
     const [clientTls, serverCa] = await Promise.all([
       ClientTls.load(config.client_tls_sslmode, config.client_tls_cert_file, config.client_tls_key_file),
       config.server_tls_ca_file === undefined ? undefined : readFile(config.server_tls_ca_file),
@@ -450,6 +458,7 @@ export class PgmuxServer {
     this.clientTls = clientTls;
     this.serverCa = serverCa;
     this.log.level = config.log_level;
+    this.hbaRules = hbaRules;
     this.sessionSettings = this.makeSessionSettings();
     const { added, changed, removed } = await this.registry.reload(config);
     for (const name of [...changed, ...removed]) this.pools.drain(name);

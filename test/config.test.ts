@@ -295,7 +295,7 @@ password = 5
     const lines = (await configError(['--config', file])).split('\n').map((l) => l.replace(` (in ${file})`, ''));
     expect(lines).toEqual(
       expect.arrayContaining([
-        'auth_type: expected one of scram-sha-256|md5|password|trust, got "kerberos"',
+        'auth_type: expected one of scram-sha-256|md5|password|trust|hba, got "kerberos"',
         'default_pool_size: expected an integer, got "ten"',
         'endpoints: invalid endpoint name "bad name": expected letters, digits, "_", "." and "-", not starting with "." or "-"',
         'endpoints.empty.nodes: expected at least 1 entry, got none',

@@ -173,8 +173,6 @@ describe('pgbouncer.ini strictness', () => {
     ].join('\n');
     const { file, problems } = await iniProblems(text);
     expect(problems.map((p) => p.slice(file.length + 1))).toEqual([
-      '2: auth_type = hba is not supported yet: pgmux has no pg_hba.conf-style rules; use scram-sha-256, md5, plain or trust',
-      '3: auth_hba_file = /etc/pgbouncer/hba.conf is not supported: pgmux has no pg_hba.conf-style rules yet; remove it and use auth_type = scram-sha-256, md5, plain or trust',
       '4: client_tls_sslmode = verify-full is not supported yet: pgmux does not check client certificates; use require',
       '5: client_tls_protocols = tlsv1.3 is not supported: pgmux uses Node.js TLS defaults (TLS 1.2 and 1.3, its default cipher suites and curves) and cannot narrow them yet',
       '6: server_tls_cert_file = /etc/pgbouncer/client.crt is not supported: pgmux cannot present a client certificate to servers yet',

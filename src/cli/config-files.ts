@@ -6,6 +6,7 @@
  */
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { loadHba } from '../auth/hba.ts';
 import { loadUserlist } from '../auth/userlist.ts';
 import { ConfigError } from '../config/errors.ts';
 import type { Config } from '../config/schema.ts';
@@ -26,6 +27,15 @@ export async function checkConfiguredFiles(config: Config): Promise<void> {
   if (config.auth_file !== undefined) {
     try {
       await loadUserlist(config.auth_file);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(...err.problems);
+    }
+  }
+  // The rules are read only when they decide who logs in.
+  if (config.auth_type === 'hba' && config.auth_hba_file !== undefined) {
+    try {
+      loadHba(config.auth_hba_file);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       problems.push(...err.problems);

@@ -73,7 +73,7 @@ const ENV_PREFIX = 'PGMUX_';
 const SHORT_FLAGS: Record<string, string> = { user: '-u' };
 
 /** Settings naming files that, given in the config file, are relative to it. */
-const RELATIVE_TO_FILE = ['auth_file', 'log_file', 'pid_file'];
+const RELATIVE_TO_FILE = ['auth_file', 'auth_hba_file', 'log_file', 'pid_file'];
 const kebab = (key: string) => key.replaceAll('_', '-');
 
 /** Every flag that sets configuration, in --help order. */

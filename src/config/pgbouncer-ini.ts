@@ -71,7 +71,7 @@ export interface IniResult {
 const INTEGER = /^[+-]?[0-9]+$/;
 const SECONDS = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
 
-const AUTH_TYPES: Record<string, string> = { 'scram-sha-256': 'scram-sha-256', md5: 'md5', plain: 'password', trust: 'trust' };
+const AUTH_TYPES: Record<string, string> = { 'scram-sha-256': 'scram-sha-256', md5: 'md5', plain: 'password', trust: 'trust', hba: 'hba' };
 
 /**
  * PgBouncer's own default auth_query. It refuses roles whose password has
@@ -161,8 +161,7 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
       case 'auth_type': {
         const mapped = AUTH_TYPES[value.toLowerCase()];
         if (mapped !== undefined) t.config.auth_type = mapped;
-        else if (value.toLowerCase() === 'hba') t.problem(line, 'auth_type = hba is not supported yet: pgmux has no pg_hba.conf-style rules; use scram-sha-256, md5, plain or trust');
-        else t.problem(line, `auth_type = ${JSON.stringify(value)} is not supported: expected scram-sha-256, md5, plain or trust`);
+        else t.problem(line, `auth_type = ${JSON.stringify(value)} is not supported: expected scram-sha-256, md5, plain, trust or hba`);
         continue;
       }
       case 'client_tls_sslmode':
@@ -196,6 +195,8 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
       t.ignored.add(`pgbouncer.${key}`);
       continue;
     }
+    // Empty is PgBouncer's "not set": a setting pgmux leaves unset by default stays unset.
+    if (value === '' && setting.default === undefined) continue;
     const kind: ValueKind = setting.kind === 'integer' ? 'integer' : setting.kind === 'number' ? 'seconds' : 'string';
     const v = t.read(kind, key, value, line);
     if (v !== undefined) t.config[to] = v;

@@ -52,7 +52,7 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   application_name_add_host: ignore,
   auth_dbname: same,
   auth_file: same,
-  auth_hba_file: refuse('pgmux has no pg_hba.conf-style rules yet; remove it and use auth_type = scram-sha-256, md5, plain or trust', empty),
+  auth_hba_file: same,
   auth_ident_file: refuse('pgmux has no ident maps yet', empty),
   auth_ldap_options: ignore,
   auth_query: same,

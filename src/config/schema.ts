@@ -8,7 +8,7 @@ import { ENDPOINT_NAME, nodeUrlProblem } from './endpoint-spec.ts';
 import { redactSecrets } from './redact.ts';
 
 export const POOL_MODES = ['session', 'transaction', 'statement', 'none'] as const;
-export const AUTH_TYPES = ['scram-sha-256', 'md5', 'password', 'trust'] as const;
+export const AUTH_TYPES = ['scram-sha-256', 'md5', 'password', 'trust', 'hba'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 export const CLIENT_SSLMODES = ['disable', 'allow', 'prefer', 'require'] as const;
@@ -186,7 +186,12 @@ export const ConfigSchema = z
       'Largest message a client may send, in bytes; larger ones get an error',
       'bytes',
     ),
-    auth_type: setting(z.enum(AUTH_TYPES).default('scram-sha-256'), 'How clients prove who they are', 'method'),
+    auth_type: setting(z.enum(AUTH_TYPES).default('scram-sha-256'), 'How clients prove who they are; hba: as the first rule of auth_hba_file that covers them says', 'method'),
+    auth_hba_file: setting(
+      z.string().min(1).optional(),
+      'pg_hba.conf-style rules choosing each client\'s method from its address, TLS, database and user (auth_type = hba); re-read on reload',
+      'file',
+    ),
     auth_file: setting(z.string().min(1).optional(), 'File of "user" "secret" lines (PgBouncer userlist.txt format)', 'file'),
     auth_user: setting(z.string().min(1).optional(), 'User that runs auth_query for users not in auth_file', 'user'),
     auth_dbname: setting(
@@ -286,6 +291,9 @@ export const ConfigSchema = z
       if (ep.password !== undefined && ep.user === undefined) {
         ctx.addIssue({ code: 'custom', path: ['endpoints', name, 'password'], input: undefined, message: 'password is the password of user: set user too, or leave password out' });
       }
+    }
+    if (config.auth_type === 'hba' && config.auth_hba_file === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['auth_hba_file'], input: undefined, message: 'auth_type = hba needs auth_hba_file, the file of rules' });
     }
     // As PgBouncer, auth_dbname names a [databases] entry (an endpoint), or
     // a database of the default endpoint; the admin console is none.

@@ -19,7 +19,8 @@ import {
   TERMINATE_AS_STARTUP_LENGTH,
   unsupportedProtocol,
 } from '../protocol/messages.ts';
-import { ClientAuthExchange } from '../auth/client-auth.ts';
+import { ClientAuthExchange, type AuthType } from '../auth/client-auth.ts';
+import { matchHba } from '../auth/hba.ts';
 import type { ServerConnection } from '../pool/server-connection.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { PoolKey } from '../pool/pools.ts';
@@ -415,6 +416,7 @@ export class ClientSession implements CancelTarget {
       // Same answer whoever the user is: it says nothing about accounts.
       throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, 'too many failed logins from this address; try again later');
     }
+    const method = this.authMethod(user);
     let credential;
     try {
       // The admin console has no endpoint: the global auth settings apply.
@@ -427,7 +429,7 @@ export class ClientSession implements CancelTarget {
       });
     }
     if (this.phase !== enum_.auth) return;
-    this.auth = new ClientAuthExchange(this.ctx.settings().authType, user, credential, this.ctx.mockSecret);
+    this.auth = new ClientAuthExchange(method, user, credential, this.ctx.mockSecret);
     this.authReader = new FrameReader('p', 0x10000, 'p');
     const first = this.auth.start();
     if (first.reply !== null) this.socket.write(first.reply);
@@ -439,6 +441,30 @@ export class ClientSession implements CancelTarget {
     const early = this.early;
     this.early = [];
     for (const c of early) this.feedAuth(c);
+  }
+
+  /**
+   * How this client proves who it is: auth_type, or with auth_type = hba
+   * the method of the first auth_hba_file rule that covers its connection
+   * (Unix socket or TCP, address, TLS), the database it asked for and its
+   * user. No rule, or a reject rule, ends the login as PostgreSQL would.
+   */
+  private authMethod(user: string): AuthType {
+    const settings = this.ctx.settings();
+    if (settings.authType !== 'hba') return settings.authType;
+    const encrypted = this.socket instanceof tls.TLSSocket;
+    const address = this.socket.remoteAddress ?? '';
+    const rule = matchHba(settings.hbaRules, { local: this.unixSocket, address, tls: encrypted, database: this.database, user, replication: false });
+    if (rule !== null && rule.method !== 'reject') {
+      this.log.debug({ hba: `${rule.file}:${rule.line}`, method: rule.method }, 'HBA rule matched');
+      return rule.method;
+    }
+    // PostgreSQL's words: [local] for the Unix socket, an IPv4 client as IPv4.
+    const host = this.unixSocket ? '[local]' : address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+    const what = `host "${host}", user "${user}", database "${this.database}", ${encrypted ? 'SSL encryption' : 'no encryption'}`;
+    const message = rule === null ? `no pg_hba.conf entry for ${what}` : `pg_hba.conf rejects connection for ${what}`;
+    this.log.warn({ ...this.who(), hba: rule === null ? 'no rule' : `${rule.file}:${rule.line}` }, `login refused: ${message}`);
+    throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, message);
   }
 
   private feedAuth(chunk: Buffer): void {

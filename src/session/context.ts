@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { AuthType } from '../auth/client-auth.ts';
+import type { HbaRule } from '../auth/hba.ts';
 import type { AuthQueryPlace, CredentialStore } from '../auth/credential-store.ts';
 import type { ServerConnection } from '../pool/server-connection.ts';
 import type { PoolKey, Pools } from '../pool/pools.ts';
@@ -19,7 +20,10 @@ export type PoolMode = 'session' | 'transaction' | 'statement' | 'none';
 
 /** The settings a session reads, current at the moment it reads them. */
 export interface SessionSettings {
-  authType: AuthType;
+  /** hba: each client's method is its first matching rule's. */
+  authType: AuthType | 'hba';
+  /** The auth_hba_file rules (auth_type = hba), read at start and on reload. */
+  hbaRules: readonly HbaRule[];
   maxPacketSize: number;
   defaultEndpoint?: string;
   /** Limit for pgmux's own queries on a server (reset, settings), in ms. */
