@@ -8,7 +8,7 @@ import { query } from '../src/protocol/messages.ts';
 function verdict(sql: string) {
   const b = newBatch();
   b.msgs.push({ type: 0x51, msg: query(sql) });
-  const i = inspect(b, new Map(), true);
+  const i = inspect(b, { statements: new Map(), unnamedSql: null, portals: new Map() }, true);
   return { readOnly: i.readOnly, functions: i.functions, transaction: i.transaction, sets: i.sets, sessionState: i.sessionState, clears: i.clears, resetAll: i.resetAll };
 }
 

@@ -96,12 +96,21 @@ const { hasSql: _hasSql, firstSql: _firstSql, ...NOTHING } = EMPTY;
 /** What the parser says of a plain read: it reads, and does nothing else. */
 const PLAIN_READ: Classification = Object.freeze({ ...NOTHING, writeReason: null, parseError: false, statements: 1 });
 
+/** What inspect() needs of the client's statements and portals. */
+export interface InspectContext {
+  readonly statements: ReadonlyMap<string, ClientStatement>;
+  /** The text of the client's unnamed statement before this batch, if any. */
+  readonly unnamedSql: string | null;
+  /** Portal name to the text bound to it; inspect() follows the batch's Binds. */
+  readonly portals: Map<string, string>;
+}
+
 /**
  * What the statements of a batch do, from a real PostgreSQL parser.
  * `routing`: whether the read-only verdict is needed (reads go to replicas).
  */
-export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStatement>, routing = true): BatchInfo {
-  const info = inspectStatements(batch, statements, routing);
+export function inspect(batch: Batch, ctx: InspectContext, routing = true): BatchInfo {
+  const info = inspectStatements(batch, ctx, routing);
   if (!routing || !info.readOnly) return info;
   // What pgmux cannot see as a whole read goes to the primary: a
   // FunctionCall (libpq's large objects; it may write), and a run not yet
@@ -114,40 +123,68 @@ export function inspect(batch: Batch, statements: ReadonlyMap<string, ClientStat
   return { ...info, readOnly: false, hasSql: info.hasSql || call };
 }
 
-function readSql(type: number, msg: Buffer, statements: ReadonlyMap<string, ClientStatement>): string | null {
-  try {
-    if (type === 0x51 /* Query */) return readQuery(msg);
-    if (type === 0x50 /* Parse */) return readParse(msg).sql;
-    if (type === 0x42 /* Bind */) {
-      const name = readBind(msg).statement;
-      if (name !== '') return statements.get(name)?.sql ?? null;
-    }
-  } catch {
-    // A malformed message: the server refuses it, in its own words.
-  }
-  return null;
+/** The portal an Execute names. */
+function executePortal(msg: Buffer): string {
+  const end = msg.indexOf(0, 5);
+  return msg.toString('utf8', 5, end < 0 ? msg.length : end);
 }
 
-function inspectStatements(batch: Batch, statements: ReadonlyMap<string, ClientStatement>, routing: boolean): BatchInfo {
-  const found: Classification[] = [];
+/**
+ * Where the statements go depends on every text the batch carries (a
+ * Parse, a Query, a Bind of a statement parsed earlier); what they do to
+ * the session (SET, BEGIN, LISTEN, DISCARD…) only on what runs: a Query,
+ * or an Execute of a portal. A statement parsed and bound but never
+ * executed changes nothing, in PostgreSQL and so for pgmux.
+ */
+function inspectStatements(batch: Batch, ctx: InspectContext, routing: boolean): BatchInfo {
+  const routed: Classification[] = [];
+  const executed: Classification[] = [];
+  let parsedHere: Map<string, string> | null = null;
   let firstSql: string | null = null;
   let sawPlain = false;
-  for (const { type, msg } of batch.msgs) {
-    const sql = readSql(type, msg, statements);
-    if (sql === null) continue;
+  const classifyText = (sql: string): Classification | null => (!routing && !mayMatter(sql) ? null : plainRead(sql) ? PLAIN_READ : classify(sql));
+  const route = (sql: string): Classification | null => {
     firstSql ??= sql;
-    if (!routing && !mayMatter(sql)) {
-      sawPlain = true;
-      continue;
+    const c = classifyText(sql);
+    if (c === null) sawPlain = true;
+    else routed.push(c);
+    return c;
+  };
+  for (const { type, msg } of batch.msgs) {
+    try {
+      if (type === 0x51 /* Query */) {
+        const c = route(readQuery(msg));
+        if (c !== null) executed.push(c);
+      } else if (type === 0x50 /* Parse */) {
+        const p = readParse(msg);
+        (parsedHere ??= new Map()).set(p.name, p.sql);
+        route(p.sql);
+      } else if (type === 0x42 /* Bind */) {
+        const b = readBind(msg);
+        const here = parsedHere?.get(b.statement);
+        const sql = here ?? (b.statement === '' ? ctx.unnamedSql : (ctx.statements.get(b.statement)?.sql ?? null));
+        if (sql === null) ctx.portals.delete(b.portal);
+        else {
+          if (here === undefined) route(sql);
+          ctx.portals.set(b.portal, sql);
+        }
+      } else if (type === 0x45 /* Execute */) {
+        const sql = ctx.portals.get(executePortal(msg));
+        const c = sql === undefined ? null : classifyText(sql);
+        if (c !== null) executed.push(c);
+      }
+    } catch {
+      // A malformed message: the server refuses it, in its own words.
     }
-    found.push(plainRead(sql) ? PLAIN_READ : classify(sql));
   }
-  if (found.length === 0) return sawPlain ? { ...PLAIN, firstSql } : EMPTY;
-  if (found.length === 1 && !sawPlain) return fromOne(found[0], firstSql);
-  const info: BatchInfo = { ...EMPTY, readOnly: !sawPlain, functions: [], transaction: [], sets: [], clears: [], deallocates: [], hasSql: true, firstSql };
-  for (const c of found) {
+  if (routed.length === 0 && executed.length === 0) return sawPlain ? { ...PLAIN, firstSql } : EMPTY;
+  if (routed.length === 1 && executed.length === 1 && routed[0] === executed[0] && !sawPlain) return fromOne(routed[0], firstSql);
+  const info: BatchInfo = { ...EMPTY, readOnly: !sawPlain, functions: [], transaction: [], sets: [], clears: [], deallocates: [], hasSql: routed.length > 0 || sawPlain, firstSql };
+  for (const c of routed) {
     info.readOnly &&= c.readOnly;
     info.functions.push(...c.functions);
+  }
+  for (const c of executed) {
     info.transaction.push(...c.transaction);
     info.sets.push(...c.sets);
     info.resetAll ||= c.resetAll;

@@ -1,12 +1,12 @@
 import { MessageReader, type FrameReader } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
-import { parseErrorFields, parseParameterStatus, query } from '../protocol/messages.ts';
+import { parameterStatus, parseErrorFields, parseParameterStatus, query } from '../protocol/messages.ts';
 import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
 import { Relay, enum_ } from './replies.ts';
 import type { MuxHost } from './mux-types.ts';
 import { ClientParams, REPORTED_SETTABLE, syncParametersQuery } from './params.ts';
 import { newBatch, inspect, type Batch, type BatchInfo } from './batch.ts';
-import { FAILING_PARSE, FAILING_QUERY, Translator, recoverable } from './translate.ts';
+import { FAILING_PARSE, FAILING_QUERY, Translator, forgetUnnamed, recoverable } from './translate.ts';
 import { TxnState } from './txn-state.ts';
 import { ReadRetry } from './read-retry.ts';
 import { refusalFor, sessionStateOf } from './refusals.ts';
@@ -35,6 +35,11 @@ const STOP = Symbol('stop');
 export class MuxLink implements ServerOwner {
   readonly params: ClientParams;
   readonly statements = new Map<string, ClientStatement>();
+  /** The client's portals and the texts bound to them (for what an Execute runs). */
+  readonly portals = new Map<string, string>();
+  get unnamedSql(): string | null {
+    return this.tr.unnamedSql;
+  }
   server: ServerConnection | null = null;
   /** Node of `server`; connections parked per node in session mode. */
   node = -1;
@@ -227,7 +232,7 @@ export class MuxLink implements ServerOwner {
       if (this.retry.pending) return null;
       if (this.skipping !== null && !this.skipToSync()) continue;
       const b = this.waiting[0];
-      b.info ??= inspect(b, this.statements, this.host.router.spreadsReads);
+      b.info ??= inspect(b, this, this.host.router.spreadsReads);
       const refusal = this.refusal(b.info);
       if (refusal !== null) {
         this.waiting.shift();
@@ -353,8 +358,13 @@ export class MuxLink implements ServerOwner {
     if (type !== 0x47 /* CopyInResponse */) return;
     this.copyIn = true;
     this.copyExtended = this.relay.queue.headType === 0x45; /* Execute */
-    // The server ignores the Syncs that reached it during COPY.
-    if (this.copyExtended) this.relay.queue.dropSyncsAfterHead();
+    if (this.copyExtended) {
+      // The server ignores the Syncs that reached it during COPY: after it
+      // the run is still open (its implicit transaction too) until the
+      // client's next Sync or Query.
+      this.relay.queue.dropSyncsAfterHead();
+      this.unsynced = true;
+    }
   }
 
   /** Gives the client a connection to `node`: at once (null) when one is at hand, else a promise. */
@@ -380,6 +390,9 @@ export class MuxLink implements ServerOwner {
     this.node = node;
     this.fresh = true;
     conn.setOwner(this);
+    // What happened on the connection since this client last had it (the
+    // query below, a pool's check) may have dropped its unnamed statement.
+    forgetUnnamed(conn);
     const q = syncParametersQuery(this.params.want, conn);
     if (q !== null) {
       conn.socket.write(query(q));
@@ -500,6 +513,16 @@ export class MuxLink implements ServerOwner {
     const conn = this.server;
     conn?.parameters.set(name, value);
     const lc = name.toLowerCase();
+    const start = forwarded && this.txn.resetting(lc) ? this.params.startup.get(lc) : undefined;
+    if (start !== undefined) {
+      // RESET went back to the server's default; PostgreSQL goes back to
+      // the client's startup value (set again when the transaction ends):
+      // the client hears of that value, if it is news to it.
+      if (this.params.reported.get(name) === start) return false;
+      this.params.reported.set(name, start);
+      this.relay.queue.insert(parameterStatus(name, start));
+      return false;
+    }
     if (REPORTED_SETTABLE.has(lc) && (forwarded || this.params.want.has(lc))) {
       // The server's spelling wins (TimeZone 'utc' is reported as 'UTC').
       this.params.want.set(lc, value);
@@ -543,8 +566,17 @@ export class MuxLink implements ServerOwner {
 
   /** A transaction ended: what it set stays only if it committed. */
   private settleTransaction(): void {
-    const { wrote, discarded } = this.txn.settle(this.params, this.server);
+    const { wrote, discarded, restore } = this.txn.settle(this.params, this.server);
     if (discarded) this.pinned = null;
+    const conn = this.server;
+    if (restore && conn !== null) {
+      // Before anything else of the client's, unseen.
+      const q = syncParametersQuery(this.params.want, conn);
+      if (q !== null) {
+        conn.socket.write(query(q));
+        this.relay.queue.push({ kind: enum_.swallow, type: 0x51 });
+      }
+    }
     if (wrote) {
       this.lastWriteAt = Date.now();
       this.host.router.noteWrite?.(this);

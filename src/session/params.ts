@@ -28,12 +28,18 @@ export interface ServerSessionState {
 /** A client's chosen values, lower-cased name → value as the server takes it. */
 export class ClientParams {
   readonly want = new Map<string, string>();
+  /**
+   * What the client's startup packet set: RESET and DISCARD ALL go back to
+   * these, as a server session goes back to its startup values.
+   */
+  readonly startup: ReadonlyMap<string, string>;
   /** What the client has been told with ParameterStatus, by the server's name. */
   readonly reported = new Map<string, string>();
   private readonly extra: ReadonlySet<string>;
 
   constructor(startup: ReadonlyMap<string, string>, extra: ReadonlySet<string>) {
     for (const [k, v] of startup) this.want.set(k.toLowerCase(), v);
+    this.startup = new Map(this.want);
     this.extra = extra;
   }
 

@@ -45,6 +45,17 @@ export interface Entry {
 }
 
 const Z = 0x5a;
+
+/** The SQLSTATE of an ErrorResponse body. */
+function errorCode(body: Buffer): string | undefined {
+  for (let i = 0; i < body.length && body[i] !== 0; ) {
+    const end = body.indexOf(0, i + 1);
+    if (end < 0) return undefined;
+    if (body[i] === 0x43 /* C */) return body.toString('latin1', i + 1, end);
+    i = end + 1;
+  }
+  return undefined;
+}
 const E = 0x45;
 const S_PARAM = 0x53;
 
@@ -90,6 +101,11 @@ export class ReplyQueue {
   private head = 0;
   /** Transaction status of the last ReadyForQuery, for synthesized ones. */
   status = 0x49;
+  /**
+   * An extended-protocol message failed and the client's Sync that ends
+   * its run is still to come: the server skips what is sent until then.
+   */
+  private inFailedRun = false;
 
   private readonly write: (b: Buffer) => void;
   private readonly events: RelayEvents;
@@ -117,6 +133,14 @@ export class ReplyQueue {
   }
 
   push(e: Entry): void {
+    if (this.inFailedRun) {
+      if (e.type === 0x53 || e.type === 0x51 || e.type === 0x46) this.inFailedRun = false;
+      else if (e.kind === enum_.synth) {
+        // A made-up reply to a message the server skips: none.
+        (e.onSkip ?? e.onError)?.();
+        return;
+      }
+    }
     this.entries.push(e);
     if (this.length === 1) this.emitSynth();
   }
@@ -131,6 +155,11 @@ export class ReplyQueue {
       this.entries.splice(0, this.head);
       this.head = 0;
     }
+  }
+
+  /** Writes a made-up message now, in the place of the one being decided. */
+  insert(bytes: Buffer): void {
+    this.write(bytes);
   }
 
   /** Writes made-up replies that have reached the head. */
@@ -194,11 +223,15 @@ export class ReplyQueue {
         return this.events.onParameterStatus(body!, forward);
       case E: {
         e.onError?.();
-        const replace = e.replaceError ?? (e.names !== undefined ? (renameInError(E, body!, `"${e.names.server}"`, `"${e.names.client}"`) ?? undefined) : undefined);
+        // In a failed transaction block the server refuses any message with
+        // 25P02 before looking at it: so would it the client's own.
+        const aborted = e.replaceError !== undefined && errorCode(body!) === '25P02';
+        const replace = (aborted ? undefined : e.replaceError) ?? (e.names !== undefined ? (renameInError(E, body!, `"${e.names.server}"`, `"${e.names.client}"`) ?? undefined) : undefined);
         this.events.onError(body!, forward || replace !== undefined);
         if (isExtended(e.type)) {
           this.pop();
           this.skipToSync();
+          this.inFailedRun = this.peek() === undefined;
         }
         if (replace !== undefined) {
           // Written in the server's error's place; the server's is dropped.
@@ -219,12 +252,26 @@ export class ReplyQueue {
       default:
         break;
     }
-    if (completes(e.type, type)) {
-      e.onDone?.();
+    let done = e;
+    if (type === Z && isExtended(e.type)) {
+      // The ReadyForQuery of a Sync: whatever the failed run sent after
+      // its error was skipped by the server.
+      this.skipToSync();
+      const sync = this.peek();
+      if (sync === undefined) {
+        this.events.onOutOfStep(type);
+        return false;
+      }
+      done = sync;
+    }
+    if (completes(done.type, type)) {
+      done.onDone?.();
       this.pop();
       if (type === Z) {
         this.status = body![0];
-        this.events.onReady(this.status, forward);
+        this.events.onReady(this.status, done.kind === enum_.forward);
+        this.emitSynthAfter();
+        return done.kind === enum_.forward;
       }
       this.emitSynthAfter();
     }

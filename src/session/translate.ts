@@ -32,8 +32,10 @@ export interface Translated {
 }
 
 /**
- * A named Parse of a text that is no SQL: the server always fails it (a
- * syntax error, or 42P05 should the name exist) and creates nothing. pgmux
+ * A named Parse the server always fails and that creates nothing: a column
+ * that cannot exist (there is no FROM). It is valid syntax, so in a failed
+ * transaction block the server answers 25P02 first, as it would the
+ * client's own message, and that answer is passed on unchanged. pgmux
  * sends it to make the server fail in a client's place, so the server's
  * transaction fails, and skips to Sync, exactly as it would have for the
  * client's own message; the client gets pgmux's ErrorResponse instead.
@@ -41,13 +43,18 @@ export interface Translated {
  * have skipped the client's message: then nobody sees an error, as in
  * PostgreSQL.
  */
-export const FAILING_PARSE = buildParse('pgmux_refused', Buffer.from('pgmux refused this message\0\0\0', 'latin1'));
+export const FAILING_PARSE = buildParse('pgmux_refused', Buffer.from('SELECT pgmux_refused\0\0\0', 'latin1'));
 /** The same for the simple query protocol. */
-export const FAILING_QUERY = query('pgmux refused this query');
+export const FAILING_QUERY = query('SELECT pgmux_refused');
 const CLOSE_UNNAMED = buildTarget('C', 0x53, '');
 
 /** The unnamed statement each server connection holds: whose it is, null for none, undefined when unknown. */
 const unnamedOn = new WeakMap<ServerConnection, ClientStatement | null>();
+
+/** Whose unnamed statement a server connection holds is unknown from now on. */
+export function forgetUnnamed(conn: ServerConnection): void {
+  unnamedOn.delete(conn);
+}
 
 /** A client's recoverable error as an ErrorResponse: severity ERROR, the connection goes on. */
 export function recoverable(err: PgError): Buffer {
@@ -70,6 +77,10 @@ export class Translator {
   private readonly statements: Map<string, ClientStatement>;
   /** The client's unnamed statement; it lives until the client's next Parse of it or simple Query. */
   private unnamed: ClientStatement | null = null;
+
+  get unnamedSql(): string | null {
+    return this.unnamed?.sql ?? null;
+  }
 
   constructor(queue: ReplyQueue, host: TranslatorHost, statements: Map<string, ClientStatement>) {
     this.queue = queue;

@@ -15,11 +15,16 @@ export class TxnState {
   failed = false;
   private wrote = false;
   private clears: string[] = [];
+  /** Parameters RESET in the transaction, reported ones included. */
+  private resets = new Set<string>();
 
   /** A batch of the transaction was sent. */
   note(info: BatchInfo, params: ClientParams): void {
-    for (const s of info.sets) if (!REPORTED_SETTABLE.has(s.name) && params.tracks(s.name)) this.sets.push(s);
-    if (info.resetAll) this.resetAll = true;
+    for (const s of info.sets) {
+      if (!REPORTED_SETTABLE.has(s.name) && params.tracks(s.name)) this.sets.push(s);
+      if (s.value === null) this.resets.add(s.name);
+    }
+    if (info.resetAll || info.clears.includes('all')) this.resetAll = true;
     if (info.transaction.includes('rollback')) this.failed = true;
     if (!info.readOnly) this.wrote = true;
     this.clears.push(...info.clears);
@@ -30,16 +35,36 @@ export class TxnState {
    * parameters and to what pgmux knows of the connection; returns whether
    * it committed a write and whether DISCARD ALL cleared the session.
    */
-  settle(params: ClientParams, conn: ServerConnection | null): { wrote: boolean; discarded: boolean } {
+  /** Whether the transaction in flight resets `name` (lower-cased) to its startup value. */
+  resetting(name: string): boolean {
+    return this.resetAll || this.resets.has(name);
+  }
+
+  /**
+   * `restore`: the server went back to its own defaults for parameters the
+   * client's startup packet set, and must be given them again.
+   */
+  settle(params: ClientParams, conn: ServerConnection | null): { wrote: boolean; discarded: boolean; restore: boolean } {
     let wrote = false;
     let discarded = false;
+    let restore = false;
     if (!this.failed) {
       if (this.resetAll) {
         for (const name of [...params.want.keys()]) if (!REPORTED_SETTABLE.has(name)) params.want.delete(name);
+        for (const [name, value] of params.startup) params.want.set(name, value);
         conn?.sessionSets.clear();
+        restore = params.startup.size > 0;
+      }
+      for (const name of this.resets) {
+        const start = params.startup.get(name);
+        if (start === undefined) continue;
+        params.want.set(name, start);
+        conn?.sessionSets.delete(name);
+        restore = true;
       }
       for (const { name, value } of this.sets) {
         if (value === null) {
+          if (params.startup.has(name)) continue;
           params.want.delete(name);
           conn?.sessionSets.delete(name);
         } else {
@@ -58,6 +83,7 @@ export class TxnState {
     this.failed = false;
     this.wrote = false;
     this.clears = [];
-    return { wrote, discarded };
+    this.resets.clear();
+    return { wrote, discarded, restore };
   }
 }
