@@ -158,6 +158,42 @@ describe('server-side limits', () => {
   });
 });
 
+describe('per-endpoint and per-user timeouts', () => {
+  it('query_wait_timeout: the user\'s wins over the endpoint\'s, which wins over the global one', async () => {
+    const pgmux = await startPgmux({
+      endpoints: { main: { nodes: [primaryUrl()], default_pool_size: 1, query_wait_timeout: 0.5 } },
+      users: { other: { query_wait_timeout: 10 } },
+    });
+    try {
+      const blocker = sleepQuery(pgmux.url('app'), 1.5);
+      await sleep(300);
+      await expect(sleepQuery(pgmux.url('app'), 0)).rejects.toThrow(/query_wait_timeout/);
+      await blocker;
+      // other's pool is its own (size 1 too): its second client waits the first out.
+      const first = sleepQuery(pgmux.url('other'), 1.5);
+      await sleep(300);
+      await sleepQuery(pgmux.url('other'), 0);
+      await first;
+    } finally {
+      await pgmux.stop();
+    }
+  });
+
+  it("server_lifetime of an endpoint: 0 uses each of its connections once; other endpoints keep the global one", async () => {
+    const pgmux = await startPgmux({
+      endpoints: { main: { nodes: [primaryUrl()], server_lifetime: 0 }, kept: { nodes: [primaryUrl('appdb')] } },
+      default_endpoint: 'main',
+    });
+    try {
+      const pid = (database: string) => psql(pgmux.url('app', database), 'SELECT pg_backend_pid()');
+      expect(await pid('appdb')).not.toBe(await pid('appdb'));
+      expect(await pid('kept')).toBe(await pid('kept'));
+    } finally {
+      await pgmux.stop();
+    }
+  });
+});
+
 describe('client-side limits', () => {
   it('max_db_client_connections (global, per endpoint) and max_user_client_connections (per user) in PgBouncer\'s words', async () => {
     const pgmux = await startPgmux({
@@ -205,9 +241,9 @@ describe('pgbouncer.ini', () => {
         'reserve_pool_size = 2',
         'reserve_pool_timeout = 2.5',
         '[databases]',
-        "appdb = host=127.0.0.1 pool_size=5 min_pool_size=2 reserve_pool=3 max_db_connections=8 max_db_client_connections=50 connect_query='SET x = 1'",
+        "appdb = host=127.0.0.1 pool_size=5 min_pool_size=2 reserve_pool=3 max_db_connections=8 max_db_client_connections=50 connect_query='SET x = 1' server_lifetime=60 query_wait_timeout=-1",
         '[users]',
-        'app = pool_size=4 reserve_pool_size=1 max_user_connections=6 max_user_client_connections=9',
+        'app = pool_size=4 reserve_pool_size=1 max_user_connections=6 max_user_client_connections=9 query_wait_timeout=30',
       ].join('\n'),
     );
     const { config, warnings } = await loadConfig([file], {});
@@ -219,7 +255,7 @@ describe('pgbouncer.ini', () => {
       min_pool_size: 1,
       reserve_pool_size: 2,
       reserve_pool_timeout: 2.5,
-      users: { app: { default_pool_size: 4, reserve_pool_size: 1, max_user_connections: 6, max_user_client_conn: 9 } },
+      users: { app: { default_pool_size: 4, reserve_pool_size: 1, max_user_connections: 6, max_user_client_conn: 9, query_wait_timeout: 30 } },
     });
     expect(config.endpoints.appdb).toMatchObject({
       default_pool_size: 5,
@@ -228,7 +264,10 @@ describe('pgbouncer.ini', () => {
       max_db_connections: 8,
       max_db_client_connections: 50,
       connect_query: 'SET x = 1',
+      server_lifetime: 60,
     });
+    // -1 is PgBouncer's "not set".
+    expect(config.endpoints.appdb.query_wait_timeout).toBeUndefined();
     expect(warnings).toEqual([]);
   });
 });

@@ -125,7 +125,9 @@ class Translation {
       this.problem(line, `${shown} is not supported: ${rule.why}`);
       return undefined;
     }
-    return this.read(rule.value ?? 'string', label.split('.').pop()!, value, line);
+    const v = this.read(rule.value ?? 'string', label.split('.').pop()!, value, line);
+    // A negative duration of a [databases] or [users] entry is PgBouncer's "not set".
+    return rule.value === 'seconds' && typeof v === 'number' && v < 0 ? undefined : v;
   }
 
   unknown(line: number, what: string, key: string, known: readonly string[]): void {

@@ -177,7 +177,8 @@ export const DATABASE_KEYS: Record<string, KeyRule> = {
   // reserve_pool is the older name.
   reserve_pool: map('integer', 'reserve_pool_size'),
   reserve_pool_size: map('integer'),
-  server_lifetime: ignore,
+  server_lifetime: map('seconds'),
+  query_wait_timeout: map('seconds'),
   target_session_attrs: ignore,
   timezone: ignore,
 };
@@ -191,7 +192,7 @@ export const USER_KEYS: Record<string, KeyRule> = {
   max_user_client_connections: map('integer', 'max_user_client_conn'),
   max_user_connections: map('integer'),
   query_timeout: ignore,
-  query_wait_timeout: ignore,
+  query_wait_timeout: map('seconds'),
   reserve_pool_size: map('integer'),
   transaction_timeout: ignore,
 };

@@ -94,6 +94,8 @@ export const EndpointSchema = z.strictObject({
   max_db_client_connections: z.int().min(0).optional(),
   /** Run once on each new server connection before a client gets it. */
   connect_query: z.string().optional(),
+  server_lifetime: seconds().optional(),
+  query_wait_timeout: seconds().optional(),
   /** This endpoint's clients' auth_user, auth_query and auth_dbname. */
   auth_user: z.string().min(1).optional(),
   auth_query: z.string().min(1).optional(),
@@ -108,6 +110,7 @@ export const UserSchema = z.strictObject({
   reserve_pool_size: z.int().min(0).optional(),
   max_user_connections: z.int().min(0).optional(),
   max_user_client_conn: z.int().min(0).optional(),
+  query_wait_timeout: seconds().optional(),
 });
 
 export const ConfigSchema = z
