@@ -26,6 +26,7 @@ import { loadClassifier } from './sql/classify.ts';
 import { StatementIds } from './session/statements.ts';
 import { DatabaseStats, STATS_PERIOD_MS, zeroTotals, type DatabaseTotals } from './metrics/database-stats.ts';
 import { Listeners, type Listening } from './listeners.ts';
+import { HostChoice, type HostAddress } from './routing/host-list.ts';
 import { shownPath } from './unix-socket.ts';
 
 export { parseListen } from './listeners.ts';
@@ -104,6 +105,8 @@ export class PgmuxServer {
   private readonly listeners: Listeners;
   readonly registry: EndpointRegistry;
   private clientTls: ClientTls | null = null;
+  /** Where new server connections of nodes with a host list go. */
+  private readonly hostChoice = new HostChoice();
   private serverCa: Buffer | undefined;
   readonly pools: Pools;
   readonly credentials: CredentialStore;
@@ -342,17 +345,21 @@ export class PgmuxServer {
         ? { password: ep.password }
         : this.credentials.serverSecret(key.user, await this.credentials.lookup(key.user, this.authQueryPlace(key.endpoint, endpoint.nodes[0], key.database)));
     let login;
+    let at: HostAddress;
     try {
-      login = await loginToServer({
-        host: node.host,
-        port: node.port,
-        user: key.user,
-        database: key.database,
-        params: settings,
-        secret,
-        connectTimeoutMs: s(this.config.server_connect_timeout),
-        tls: { sslmode: this.config.endpoints[key.endpoint]?.server_tls_sslmode ?? this.config.server_tls_sslmode, ca: this.serverCa },
-      });
+      // A node with a host list: its load_balance_hosts chooses the host.
+      ({ value: login, at } = await this.hostChoice.connect(node, (h) =>
+        loginToServer({
+          host: h.host,
+          port: h.port,
+          user: key.user,
+          database: key.database,
+          params: settings,
+          secret,
+          connectTimeoutMs: s(this.config.server_connect_timeout),
+          tls: { sslmode: this.config.endpoints[key.endpoint]?.server_tls_sslmode ?? this.config.server_tls_sslmode, ca: this.serverCa },
+        }),
+      ));
     } catch (err) {
       if (err instanceof PgError && err.code.startsWith('08')) this.registry.connectFailed(key.endpoint);
       throw err;
@@ -360,7 +367,7 @@ export class PgmuxServer {
     this.servedDatabases.add(key.database);
     // `serverPid`: the line already carries pgmux's own `pid`.
     this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, serverPid: login.processId }, 'server connection opened');
-    const conn = new ServerConnection(login, node.host, node.port);
+    const conn = new ServerConnection(login, at.host, at.port);
     conn.node = key.node ?? 0;
     const connectQuery = this.config.endpoints[key.endpoint]?.connect_query;
     if (connectQuery !== undefined && connectQuery !== '') await this.runConnectQuery(conn, key, connectQuery);

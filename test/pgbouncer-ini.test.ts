@@ -227,9 +227,25 @@ describe('pgbouncer.ini strictness', () => {
   it('an IPv6 host in [databases] becomes a valid node URL; a Unix socket directory is refused', async () => {
     const { config } = await iniConfig('[databases]\nv6 = host=::1 port=5433 dbname=app\nboth = host=10.0.0.1,fe80::2\n');
     expect(config.endpoints.v6.nodes).toEqual(['postgresql://[::1]:5433/app']);
-    expect(config.endpoints.both.nodes).toEqual(['postgresql://10.0.0.1:5432/both', 'postgresql://[fe80::2]:5432/both']);
+    // Several hosts are one node's equivalent servers, as PgBouncer has them: never a primary and a replica.
+    expect(config.endpoints.both.nodes).toEqual(['postgresql://10.0.0.1:5432,[fe80::2]:5432/both?load_balance_hosts=round-robin']);
     const { file, problems } = await iniProblems('[databases]\nsock = host=/var/run/postgresql\n');
     expect(problems).toEqual([`${file}:2: [databases] sock: host "/var/run/postgresql": pgmux connects to servers over TCP only; give a host name or address`]);
+  });
+
+  it('a host list takes load_balance_hosts (round-robin or disable) and one port, or one per host', async () => {
+    const { config } = await iniConfig(
+      '[databases]\nrr = host=a,b port=5433\noff = host=a,b,c port=1,2,3 load_balance_hosts=disable dbname=x\none = host=a load_balance_hosts=disable\n',
+    );
+    expect(config.endpoints.rr.nodes).toEqual(['postgresql://a:5433,b:5433/rr?load_balance_hosts=round-robin']);
+    expect(config.endpoints.off.nodes).toEqual(['postgresql://a:1,b:2,c:3/x?load_balance_hosts=disable']);
+    expect(config.endpoints.one.nodes).toEqual(['postgresql://a:5432/one']);
+    const { file, problems } = await iniProblems('[databases]\nx = host=a,b port=1,2,3\ny = host=a,b load_balance_hosts=random\nz = host=a port=0\n');
+    expect(problems).toEqual([
+      `${file}:2: [databases] x: port = "1,2,3": expected one port, or one for each of the 2 hosts`,
+      `${file}:3: [databases] y: load_balance_hosts = "random": expected round-robin or disable`,
+      `${file}:4: [databases] z: port = 0: expected 1-65535`,
+    ]);
   });
 
   it("keeps PgBouncer's defaults where pgmux's would be weaker: TLS to servers when offered, and its auth_query", async () => {

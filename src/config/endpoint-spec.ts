@@ -19,6 +19,23 @@ const URL_PARTS = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)(.*)$/s;
  */
 const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::([^:]*))?$/;
 
+/**
+ * How a node URL that lists several hosts spreads new server connections
+ * over them (PgBouncer's load_balance_hosts): the hosts are equivalent
+ * servers, not a primary and replicas. `round-robin`: each new connection
+ * goes to the next host; `disable`: to the same host until connecting to
+ * it fails.
+ */
+export const LOAD_BALANCE_HOSTS = ['round-robin', 'disable'] as const;
+export type LoadBalanceHosts = (typeof LOAD_BALANCE_HOSTS)[number];
+
+/** The `load_balance_hosts` parameter of a URL, as given; undefined when it has none. */
+export function loadBalanceHostsOf(url: string): string | undefined {
+  const query = /\?([^#]*)/.exec(url)?.[1];
+  if (query === undefined) return undefined;
+  return new URLSearchParams(query).get('load_balance_hosts') ?? undefined;
+}
+
 /** `name=` at the start of a comma-separated piece: the start of the next endpoint. */
 const NAMED = /^([A-Za-z0-9_][A-Za-z0-9_.-]*)=(.*)$/s;
 
@@ -64,13 +81,26 @@ function hostProblem(host: string): string | null {
 
 /**
  * Why `url` cannot be an endpoint node, or null when it can. A node is one
- * server: a postgresql:// (or postgres://) URL with exactly one host.
+ * server: a postgresql:// (or postgres://) URL with exactly one host, or
+ * several equivalent ones with `load_balance_hosts` saying how to spread
+ * server connections over them.
  */
 export function nodeUrlProblem(url: string): string | null {
   const parts = splitUrl(url);
   if (typeof parts === 'string') return parts;
   if (parts.hosts.length === 0) return 'expected a host in the URL';
-  if (parts.hosts.length > 1) return 'expected one host per node URL; list each host as its own node';
+  const lbh = loadBalanceHostsOf(url);
+  if (lbh !== undefined && !(LOAD_BALANCE_HOSTS as readonly string[]).includes(lbh)) {
+    return `load_balance_hosts: expected ${LOAD_BALANCE_HOSTS.join(' or ')}, got ${JSON.stringify(lbh)}`;
+  }
+  if (parts.hosts.length > 1) {
+    if (lbh === undefined) return 'expected one host per node URL; list each host as its own node';
+    for (const host of parts.hosts) {
+      const problem = hostProblem(host) ?? nodeUrlProblem(`${parts.scheme}://${parts.userinfo}${host}${parts.rest}`);
+      if (problem !== null) return problem;
+    }
+    return null;
+  }
   const bad = hostProblem(parts.hosts[0]);
   if (bad !== null) return bad;
   try {
@@ -132,7 +162,8 @@ export function parseEndpointSpecs(value: string, source = 'endpoint spec'): Rec
       if (SCHEME_LIKE.test(text)) throw new ConfigError(`${source} "${spec}": expected a postgresql:// URL or host:port`);
       url = `postgresql://${text}`;
     }
-    const nodes = expandMultiHostUrl(url);
+    // With load_balance_hosts the hosts are one node's equivalent servers.
+    const nodes = loadBalanceHostsOf(url) === undefined ? expandMultiHostUrl(url) : (nodeUrlProblem(url) ?? [url]);
     if (typeof nodes === 'string') throw new ConfigError(`${source} "${spec}": ${nodes}`);
     out.set(name, { nodes });
   }

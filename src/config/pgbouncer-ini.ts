@@ -2,6 +2,7 @@ import { ConfigError } from './errors.ts';
 import { closestKey } from './issues.ts';
 import { DATABASE_KEYS, PGBOUNCER_KEYS, SECTIONS, USER_KEYS, type KeyRule, type ValueKind } from './pgbouncer-keys.ts';
 import { scalarSettings } from './introspect.ts';
+import { LOAD_BALANCE_HOSTS } from './endpoint-spec.ts';
 
 /**
  * PgBouncer's pgbouncer.ini as a pgmux configuration: `[databases]` become
@@ -213,24 +214,19 @@ function translateDatabases(t: Translation, entries: IniEntry[]): void {
     const c = parseConnString(value);
     const ep = name === '*' ? 'default' : name;
     const entry: Record<string, unknown> = {};
-    let port: number | undefined = 5432;
+    let ports: number[] | null = [5432];
     for (const [k, v] of c) {
       const rule = DATABASE_KEYS[k];
       if (rule === undefined) {
         t.unknown(line, `parameter in [databases] ${name}`, k, known);
         continue;
       }
-      if (k === 'host' || k === 'dbname') continue;
+      if (k === 'port') ports = portsOf(t, `[databases] ${name}`, v, line);
+      // Where the servers are: read together below.
+      if (k === 'host' || k === 'dbname' || k === 'port' || k === 'load_balance_hosts') continue;
       // Never shown with its value: password= is a secret, user= says whose.
       const got = t.apply(rule, `databases.${name}.${k}`, v, line, `[databases] ${name}: the ${k} parameter`);
-      if (got === undefined) {
-        if (k === 'port' && rule.kind === 'map') port = undefined;
-        continue;
-      }
-      if (k === 'port') {
-        port = got as number;
-        if (port < 1 || port > 65535) t.problem(line, `[databases] ${name}: port = ${port}: expected 1-65535`);
-      } else if (rule.kind === 'map') entry[rule.to ?? k] = got;
+      if (got !== undefined && rule.kind === 'map') entry[rule.to ?? k] = got;
     }
     const hosts = (c.get('host') ?? '127.0.0.1').split(',').map((h) => h.trim());
     const socket = hosts.find((h) => h.startsWith('/') || h === '');
@@ -238,15 +234,44 @@ function translateDatabases(t: Translation, entries: IniEntry[]): void {
       t.problem(line, `[databases] ${name}: host ${JSON.stringify(socket)}: pgmux connects to servers over TCP only; give a host name or address`);
       continue;
     }
+    if (ports !== null && ports.length !== 1 && ports.length !== hosts.length) {
+      t.problem(line, `[databases] ${name}: port = ${JSON.stringify(c.get('port'))}: expected one port, or one for each of the ${hosts.length} hosts`);
+      ports = null;
+    }
+    const spread = c.get('load_balance_hosts') ?? 'round-robin';
+    if (!(LOAD_BALANCE_HOSTS as readonly string[]).includes(spread)) {
+      t.problem(line, `[databases] ${name}: load_balance_hosts = ${JSON.stringify(spread)}: expected ${LOAD_BALANCE_HOSTS.join(' or ')}`);
+      continue;
+    }
+    if (ports === null) continue;
     const db = c.get('dbname') ?? (name === '*' ? '' : name);
-    if (port === undefined) continue;
+    // Several hosts are equivalent servers, as PgBouncer takes them: one
+    // node whose server connections are spread over them, never a
+    // primary and replicas (pgmux would send reads and writes apart).
+    const authority = hosts.map((h, i) => `${urlHost(h)}:${ports[i] ?? ports[0]}`).join(',');
     endpoints[ep] = {
-      nodes: hosts.map((h) => `postgresql://${urlHost(h)}:${port}${db === '' ? '' : `/${encodeURIComponent(db)}`}`),
+      nodes: [`postgresql://${authority}${db === '' ? '' : `/${encodeURIComponent(db)}`}${hosts.length > 1 ? `?load_balance_hosts=${spread}` : ''}`],
       ...entry,
     };
     if (name === '*') t.config.default_endpoint = 'default';
   }
   t.config.endpoints = endpoints;
+}
+
+/**
+ * A [databases] entry's `port`: one for every host, or one per host in
+ * the order of `host` (PgBouncer 1.24's `port=5432,5433`); null after
+ * reporting why not.
+ */
+function portsOf(t: Translation, entry: string, value: string, line: number): number[] | null {
+  const ports = value.split(',').map((p) => t.read('integer', 'port', p.trim(), line));
+  if (ports.some((p) => p === undefined)) return null;
+  const wrong = ports.find((p) => (p as number) < 1 || (p as number) > 65535);
+  if (wrong !== undefined) {
+    t.problem(line, `${entry}: port = ${wrong}: expected 1-65535`);
+    return null;
+  }
+  return ports.map(Number);
 }
 
 function translateUsers(t: Translation, entries: IniEntry[]): void {

@@ -170,7 +170,7 @@ export const DATABASE_KEYS: Record<string, KeyRule> = {
   client_encoding: ignore,
   connect_query: map('string'),
   datestyle: ignore,
-  load_balance_hosts: ignore,
+  load_balance_hosts: map('string'),
   max_db_client_connections: map('integer'),
   max_db_connections: map('integer'),
   min_pool_size: map('integer'),

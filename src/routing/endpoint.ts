@@ -1,10 +1,18 @@
+import { expandMultiHostUrl, loadBalanceHostsOf, type LoadBalanceHosts } from '../config/endpoint-spec.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 
 export interface NodeAddress {
+  /** The (first) host; what health checks, credential look-ups and the admin console name. */
   host: string;
   port: number;
   /** Database named in the node's URL, if any. */
   database?: string;
+  /**
+   * Several equivalent hosts (a URL with several and `load_balance_hosts`,
+   * PgBouncer's host list): each new server connection goes to one of them.
+   */
+  hosts?: { host: string; port: number }[];
+  loadBalanceHosts?: LoadBalanceHosts;
 }
 
 export interface Endpoint {
@@ -13,8 +21,17 @@ export interface Endpoint {
   nodes: NodeAddress[];
 }
 
-/** Reads host, port and database from a postgresql:// URL. */
+/** Reads host, port and database from a postgresql:// URL; several hosts with load_balance_hosts. */
 export function parseNodeUrl(url: string): NodeAddress {
+  const mode = loadBalanceHostsOf(url) as LoadBalanceHosts | undefined;
+  const singles = mode === undefined ? [url] : expandMultiHostUrl(url);
+  if (typeof singles === 'string') throw new Error(`${singles}: ${url}`);
+  if (singles.length === 1) return parseOneHost(singles[0]);
+  const hosts = singles.map(parseOneHost);
+  return { ...hosts[0], hosts: hosts.map(({ host, port }) => ({ host, port })), loadBalanceHosts: mode };
+}
+
+function parseOneHost(url: string): NodeAddress {
   const u = new URL(url);
   if (u.protocol !== 'postgresql:' && u.protocol !== 'postgres:') throw new Error(`not a postgresql:// URL: ${url}`);
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
