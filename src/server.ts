@@ -14,6 +14,7 @@ import { ClientTls } from './tls/client-tls.ts';
 import { ownReads } from './session/own-reads.ts';
 import { readFile } from 'node:fs/promises';
 import { adminBackend } from './admin/backend.ts';
+import { ADMIN_ENDPOINT } from './admin/session.ts';
 import { FailureLimiter } from './auth/failure-limit.ts';
 import { loadHba, type HbaRule } from './auth/hba.ts';
 import type http from 'node:http';
@@ -112,10 +113,13 @@ export class PgmuxServer {
   readonly credentials: CredentialStore;
   readonly sessions = new Set<ClientSession>();
   /**
-   * Databases pgmux has logged in to since it started: the admin console
-   * knows them by name even while no pool or client of theirs is left.
+   * Database names clients have logged in with (`[databases]` entries)
+   * since pgmux started: the admin console knows them by name even while
+   * no pool or client of theirs is left.
    */
   readonly servedDatabases = new Set<string>();
+  /** Entries (or endpoints) DISABLE refuses new logins to, until ENABLE. */
+  readonly disabled = new Set<string>();
   /** Clients counted against max_client_conn. */
   private readonly admitted = new Set<ClientSession>();
   /** auth_hba_file's rules, when auth_type = hba. */
@@ -161,6 +165,11 @@ export class PgmuxServer {
       stats: { authSuccesses: 0, authFailures: 0, queries: 0, transactions: 0, bytesIn: 0, bytesOut: 0, preparedHits: 0, preparedMisses: 0 },
       openServer: (key, settings) => this.openServer(key, settings),
       authQueryPlace: (endpoint, node, database) => this.authQueryPlace(endpoint, node, database),
+      loginRefusal: (session) => {
+        const name = [session.database, session.endpointName].find((n) => this.disabled.has(n));
+        // PgBouncer's words; PostgreSQL's code for a database not accepting connections.
+        return name === undefined ? null : new PgError(SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE, `database "${name}" is disabled`);
+      },
       admitClient: (session) => {
         const limit = this.clientLimitReached(session);
         if (limit === null) this.admitted.add(session);
@@ -364,7 +373,7 @@ export class PgmuxServer {
       if (err instanceof PgError && err.code.startsWith('08')) this.registry.connectFailed(key.endpoint);
       throw err;
     }
-    this.servedDatabases.add(key.database);
+    this.servedDatabases.add(key.entry ?? key.database);
     // `serverPid`: the line already carries pgmux's own `pid`.
     this.log.debug({ endpoint: key.endpoint, database: key.database, user: key.user, serverPid: login.processId }, 'server connection opened');
     const conn = new ServerConnection(login, at.host, at.port);
@@ -466,6 +475,8 @@ export class PgmuxServer {
     this.serverCa = serverCa;
     this.log.level = config.log_level;
     this.hbaRules = hbaRules;
+    // A new limit starts counting afresh.
+    if (Object.hasOwn(settings, 'auth_failure_limit')) this.ctx.authFailures = new FailureLimiter(config.auth_failure_limit);
     this.sessionSettings = this.makeSessionSettings();
     const { added, changed, removed } = await this.registry.reload(config);
     for (const name of [...changed, ...removed]) this.pools.drain(name);
@@ -503,19 +514,32 @@ export class PgmuxServer {
     return a && typeof a === 'object' ? { host: a.address, port: a.port } : null;
   }
 
-  /** KILL: ends every client of a database (or endpoint) and closes its server connections. */
-  kill(database: string): void {
-    const err = new PgError(SqlState.ADMIN_SHUTDOWN, `terminating connection: database "${database}" killed by the admin console`);
-    for (const s of this.sessions) if (s.database === database || s.endpointName === database) s.fatal(err);
-    this.reconnect(database);
+  /**
+   * The clients the admin console's `name` means: those that logged in
+   * with that database name (`[databases]` entry) or to the endpoint of
+   * that name; without a name, every client but the console's own.
+   */
+  clientsOf(name?: string): ClientSession[] {
+    return [...this.sessions].filter((s) => s.endpointName !== ADMIN_ENDPOINT && s.endpointName !== '' && (name === undefined || s.database === name || s.endpointName === name));
   }
 
-  /** RECONNECT: server connections of a database (or all) are replaced as they come free. */
-  reconnect(database?: string): void {
-    for (const p of this.pools.all()) {
-      const [endpoint, db] = p.key.split('\0');
-      if (database === undefined || db === database || endpoint === database) this.pools.drainPool(p);
-    }
+  /**
+   * KILL [name]: ends every client of the database (or of all) at once and
+   * closes its server connections; as in PgBouncer, the database stays
+   * paused, so new clients wait, until RESUME.
+   */
+  kill(name?: string): void {
+    // Each database, as PgBouncer's KILL marks each paused: not a PAUSE of everything.
+    const names = name !== undefined ? [name] : new Set([...this.registry.endpoints().keys(), ...this.servedDatabases, ...this.clientsOf().map((c) => c.database), ...this.pools.all().map((p) => p.where.entry)]);
+    for (const n of names) this.pools.hold(n);
+    const err = new PgError(SqlState.ADMIN_SHUTDOWN, name === undefined ? 'terminating connection: killed by the admin console' : `terminating connection: database "${name}" killed by the admin console`);
+    for (const s of this.clientsOf(name)) s.fatal(err);
+    this.reconnect(name);
+  }
+
+  /** RECONNECT [name]: server connections of the database (or all) are replaced as they come free. */
+  reconnect(name?: string): void {
+    for (const p of this.pools.all()) if (Pools.matches(p, name)) this.pools.drainPool(p);
   }
 
   /**

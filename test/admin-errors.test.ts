@@ -53,13 +53,14 @@ describe('admin console errors: ERROR while the console goes on, FATAL only when
     await admin.query('RESUME appdb');
     await admin.query('RECONNECT main');
     await admin.query('KILL appdb');
+    await admin.query('RESUME appdb');
   });
 
   it('SET of a setting that does not exist is an unknown-setting error; one that exists but is fixed says so', async () => {
     const unknown = await refused('SET nosuch = 1');
     expect(unknown).toMatchObject({ code: '42704', severity: 'ERROR' });
     expect(unknown.message).toBe('unrecognized configuration parameter "nosuch"');
-    expect(await refused('SET listen = x')).toMatchObject({ code: '0A000', severity: 'ERROR' });
+    expect(await refused('SET listen = x')).toMatchObject({ code: '55P02', severity: 'ERROR' });
     expect(await refused('SET default_pool_size = -1')).toMatchObject({ code: '22023', severity: 'ERROR' });
   });
 
@@ -73,7 +74,7 @@ describe('admin console errors: ERROR while the console goes on, FATAL only when
 
   it('every ErrorResponse of a console that stays open says ERROR', async () => {
     const c = await RawClient.login(pgmux.port, 'app', 'pgmux');
-    for (const sql of ['SHOW NONSENSE', 'PAUSE nosuch', 'SET nosuch = 1', 'SET max_client_conn = x', 'KILL']) {
+    for (const sql of ['SHOW NONSENSE', 'PAUSE nosuch', 'SET nosuch = 1', 'SET max_client_conn = x', 'KILL_CLIENT']) {
       c.messages.length = 0;
       c.write(query(sql));
       await c.until((m) => m.type === 'Z');
@@ -105,7 +106,7 @@ describe('admin console errors: ERROR while the console goes on, FATAL only when
       expect(r.command).toBe('SHOW');
       expect(notices).toHaveLength(1);
       expect(notices[0].message).toBe('Console usage');
-      for (const cmd of ['SHOW HELP|', 'STATS_AVERAGES', 'SET key = value', 'RELOAD', 'PAUSE [db]', 'RESUME [db]', 'KILL db', 'RECONNECT [db]', 'SHUTDOWN']) {
+      for (const cmd of ['SHOW HELP|', 'STATS_AVERAGES', 'SET key = value', 'RELOAD', 'PAUSE [db]', 'RESUME [db]', 'KILL [db]', 'KILL_CLIENT id', 'DISABLE db', 'RECONNECT [db]', 'SUSPEND', 'WAIT_CLOSE [db]', 'SHUTDOWN']) {
         expect(notices[0].detail).toContain(cmd);
       }
     } finally {

@@ -15,6 +15,9 @@ export interface AdminEnd {
 /** Names of the virtual database the admin console answers on. */
 export const ADMIN_DATABASES = new Set(['pgmux', 'pgbouncer']);
 
+/** What admin console clients have as their endpoint. */
+export const ADMIN_ENDPOINT = '(admin)';
+
 /**
  * A client of the admin console, after login: pgmux answers its simple
  * queries itself, one at a time, in order. The extended protocol is refused
@@ -26,6 +29,8 @@ export class AdminLink {
   private readonly rights: Rights;
   private readonly reader = new FrameReader('Q', 1 << 20);
   private chain: Promise<void> = Promise.resolve();
+  /** Aborted when the client leaves: a command still waiting (WAIT_CLOSE) stops. */
+  private readonly gone = new AbortController();
   private readonly end: AdminEnd;
   readonly server = null;
 
@@ -57,7 +62,7 @@ export class AdminLink {
         if (type === 0x51 /* Query */) {
           const sql = readQuery(Buffer.concat([Buffer.from([0x51, 0, 0, 0, 0]), body!]));
           this.chain = this.chain.then(async () => {
-            const reply = await runAdminQuery(sql, this.backend, this.rights);
+            const reply = await runAdminQuery(sql, this.backend, this.rights, this.gone.signal);
             if (!this.socket.destroyed) this.socket.write(reply);
           });
           return true;
@@ -72,5 +77,7 @@ export class AdminLink {
     });
   }
 
-  close(): void {}
+  close(): void {
+    this.gone.abort();
+  }
 }

@@ -37,11 +37,12 @@ export function makeRegistry(server: PgmuxServer): client.Registry {
     for (const s of server.sessions) g.inc({ endpoint: s.endpointName || '(login)', state: s.server !== null ? 'active' : 'idle' });
   });
   gauge('pgmux_clients_waiting', 'Clients waiting for a server connection, by endpoint', ['endpoint'], (g) => {
-    for (const p of server.pools.all()) g.inc({ endpoint: p.key.split('\0')[0] }, p.waitingCount);
+    for (const p of server.pools.all()) g.inc({ endpoint: p.where.endpoint }, p.waitingCount);
   });
   gauge('pgmux_server_connections', 'Server connections, by endpoint, node and state', ['endpoint', 'node', 'state'], (g) => {
     for (const p of server.pools.all()) {
-      const [endpoint, , , node] = p.key.split('\0');
+      const { endpoint } = p.where;
+      const node = String(p.where.node);
       g.inc({ endpoint, node, state: 'active' }, p.activeCount);
       g.inc({ endpoint, node, state: 'idle' }, p.idleCount);
     }

@@ -1,6 +1,32 @@
 import { PgError, SqlState } from '../protocol/errors.ts';
 import type { ServerConnection } from './server-connection.ts';
 
+/** Identifies a pool: server connections are only ever shared within one key. */
+export interface PoolKey {
+  endpoint: string;
+  database: string;
+  user: string;
+  /** Which of the endpoint's nodes (index in its list); 0 when absent. */
+  node?: number;
+  /**
+   * The database name the client logged in with: the `[databases]` entry
+   * it asked for, which the admin console's PAUSE, KILL and SHOW STATS go
+   * by. Two entries that map to one database never share connections, as
+   * in PgBouncer. The database, when absent.
+   */
+  entry?: string;
+}
+
+/** The key with every part filled in. */
+export function fullKey(key: PoolKey): Required<PoolKey> {
+  return { endpoint: key.endpoint, database: key.database, user: key.user, node: key.node ?? 0, entry: key.entry ?? key.database };
+}
+
+/** A pool's key as one string; NUL cannot appear in a startup parameter, so it is unambiguous. */
+export function poolId(k: Required<PoolKey>): string {
+  return `${k.endpoint}\0${k.database}\0${k.user}\0${k.node}\0${k.entry}`;
+}
+
 export interface PoolSettings {
   /** Most server connections this pool may have open (in use, idle or opening). */
   size: number;
@@ -68,7 +94,10 @@ interface Waiter {
  * in a FIFO queue; a released connection goes straight to the first waiter.
  */
 export class Pool {
+  /** poolId() of `where`. */
   readonly key: string;
+  /** Whose connections these are. */
+  readonly where: Required<PoolKey>;
   settings: PoolSettings;
   private readonly open: () => Promise<ServerConnection>;
   private readonly idle: ServerConnection[] = [];
@@ -99,14 +128,15 @@ export class Pool {
   private readonly fallback: (err: Error) => Pool | null;
 
   constructor(
-    key: string,
+    where: Required<PoolKey>,
     settings: PoolSettings,
     open: () => Promise<ServerConnection>,
     onWait: (seconds: number) => void = () => {},
     fallback: (err: Error) => Pool | null = () => null,
   ) {
     this.onWait = onWait;
-    this.key = key;
+    this.where = where;
+    this.key = poolId(where);
     this.settings = settings;
     this.open = open;
     this.fallback = fallback;
@@ -123,6 +153,21 @@ export class Pool {
   }
   get waitingCount(): number {
     return this.waiters.length;
+  }
+  /** Connections being opened (SHOW POOLS sv_login). */
+  get openingCount(): number {
+    return this.opening;
+  }
+  /** The idle connections, for SHOW SERVERS and SHOW SOCKETS. */
+  idleConnections(): readonly ServerConnection[] {
+    return this.idle;
+  }
+  /**
+   * Replaced (RECONNECT, KILL, a reload that changed the endpoint): its
+   * connections close as they come free (SHOW SERVERS close_needed).
+   */
+  get closeNeeded(): boolean {
+    return this.closing;
   }
 
   /** A logged-in server connection for one client, now or when one frees up. */
@@ -331,7 +376,9 @@ export class Pool {
 
   private giveBack(conn: ServerConnection): void {
     this.busy--;
-    if (this.closing) {
+    // PAUSE disconnects from the servers, as PgBouncer's does (for a
+    // database restart): a connection given back while paused is closed.
+    if (this.closing || this.paused) {
       conn.close();
       this.stats.closed++;
       return;
@@ -357,12 +404,14 @@ export class Pool {
 
   /**
    * PAUSE: no connection is lent until resume(); clients wait in the queue
-   * (query_wait_timeout still applies). Those in use finish normally.
+   * (query_wait_timeout still applies). Those in use finish normally and
+   * are closed when given back; idle ones close now.
    */
   paused = false;
 
   pause(): void {
     this.paused = true;
+    this.closeIdle();
   }
 
   resume(): void {

@@ -1,16 +1,12 @@
 import { PgError } from '../protocol/errors.ts';
-import { Pool, type PoolSettings } from './pool.ts';
+import { Pool, fullKey, poolId, type PoolKey, type PoolSettings } from './pool.ts';
 import type { ServerConnection } from './server-connection.ts';
 import { checkSession, type CheckSession } from './server-query.ts';
 
-/** Identifies a pool: server connections are only ever shared within one key. */
-export interface PoolKey {
-  endpoint: string;
-  database: string;
-  user: string;
-  /** Which of the endpoint's nodes (index in its list); 0 when absent. */
-  node?: number;
-}
+export type { PoolKey } from './pool.ts';
+
+/** PAUSE or SUSPEND of every pool (SIGUSR1 is PAUSE), or neither. */
+export type PauseMode = 'none' | 'pause' | 'suspend';
 
 export type ServerOpener = (key: PoolKey) => Promise<ServerConnection>;
 
@@ -33,9 +29,13 @@ export function cannotReach(err: unknown): boolean {
 }
 
 /**
- * Every pool, keyed by (endpoint, database, user). A connection logged in as
- * one user for one database of one endpoint can only be found under that
- * key, which is what keeps clients from ever sharing across them.
+ * Every pool, keyed by (endpoint, database, user, node, entry). A connection
+ * logged in as one user for one database of one endpoint can only be found
+ * under that key, which is what keeps clients from ever sharing across them.
+ *
+ * The admin console names pools by `[databases]` entry: a name matches the
+ * pools of the endpoint of that name and those of clients that logged in
+ * with that database name (matches()).
  */
 export class Pools {
   private readonly pools = new Map<string, Pool>();
@@ -55,23 +55,26 @@ export class Pools {
   }
 
   get(key: PoolKey): Pool {
-    // NUL cannot appear in a startup parameter, so the joined key is unambiguous.
-    const node = key.node ?? 0;
-    const id = `${key.endpoint}\0${key.database}\0${key.user}\0${node}`;
+    const k = fullKey(key);
+    const id = poolId(k);
     let pool = this.pools.get(id);
     if (pool === undefined) {
-      const k: Required<PoolKey> = { endpoint: key.endpoint, database: key.database, user: key.user, node };
       pool = new Pool(
-        id,
+        k,
         this.settingsFor(k),
         () => this.opener(k),
         (s) => this.onWait?.(s),
         (err) => this.fallbackFor(k, err),
       );
-      if (this.isPaused(key.database)) pool.pause();
+      if (this.isPaused(k)) pool.pause();
       this.pools.set(id, pool);
     }
     return pool;
+  }
+
+  /** Whether a pool is one of those the admin console's `name` (an entry or endpoint name; every pool when absent) means. */
+  static matches(pool: Pool, name: string | undefined): boolean {
+    return name === undefined || pool.where.entry === name || pool.where.endpoint === name;
   }
 
   /**
@@ -93,8 +96,8 @@ export class Pools {
    * outside every pool's limits: for node health checks and catalog
    * look-ups.
    */
-  async open(key: Required<PoolKey>): Promise<CheckSession> {
-    return checkSession(await this.opener(key));
+  async open(key: PoolKey & { node: number }): Promise<CheckSession> {
+    return checkSession(await this.opener(fullKey(key)));
   }
 
   /**
@@ -105,7 +108,7 @@ export class Pools {
     const out: { database: string; user: string }[] = [];
     const seen = new Set<string>();
     for (const pool of [...this.pools.values()].reverse()) {
-      const [ep, database, user] = pool.key.split('\0');
+      const { endpoint: ep, database, user } = pool.where;
       if (ep !== endpoint || pool.stats.opened === 0 || seen.has(`${database}\0${user}`)) continue;
       seen.add(`${database}\0${user}`);
       out.push({ database, user });
@@ -119,51 +122,90 @@ export class Pools {
    * next client gets a fresh pool.
    */
   drain(endpoint: string): void {
-    for (const [id, pool] of [...this.pools]) {
-      if (!id.startsWith(`${endpoint}\0`)) continue;
-      pool.shutdown();
-      this.pools.delete(id);
-    }
+    for (const pool of [...this.pools.values()]) if (pool.where.endpoint === endpoint) this.drainPool(pool);
   }
 
-  /** Databases paused by the admin console ('' pauses all). */
-  private readonly paused = new Set<string>();
+  /** PAUSE or SUSPEND of everything; 'none' otherwise. */
+  pauseMode: PauseMode = 'none';
+  /** Names paused by PAUSE db or KILL db (entry or endpoint names). */
+  private readonly pausedNames = new Set<string>();
 
-  private isPaused(database: string): boolean {
-    return this.paused.has('') || this.paused.has(database);
+  private isPaused(k: Required<PoolKey>): boolean {
+    return this.pauseMode !== 'none' || this.pausedNames.has(k.entry) || this.pausedNames.has(k.endpoint);
   }
 
-  /** PAUSE [db]: resolves once no pool of the database has a connection in use. */
-  async pause(database: string | undefined, timeoutMs: number): Promise<void> {
-    this.paused.add(database ?? '');
-    const mine = () => this.all().filter((p) => database === undefined || p.key.split('\0')[1] === database);
-    for (const p of mine()) p.pause();
+  /** Whether PAUSE name (or KILL name) holds that name now. */
+  isNamePaused(name: string): boolean {
+    return this.pausedNames.has(name);
+  }
+
+  /** The names paused one by one. */
+  pausedDatabases(): string[] {
+    return [...this.pausedNames];
+  }
+
+  /**
+   * PAUSE [name] (or SUSPEND): no connection of those pools is lent until
+   * resume(); resolves once none is in use.
+   */
+  async pause(name: string | undefined, timeoutMs: number, mode: Exclude<PauseMode, 'none'> = 'pause'): Promise<void> {
+    this.hold(name, mode);
     const deadline = Date.now() + timeoutMs;
-    while (mine().some((p) => p.activeCount > 0)) {
+    while (this.inUse(name) > 0) {
       if (Date.now() > deadline) throw new Error('connections still in use after the wait');
       await new Promise((r) => setTimeout(r, 50));
     }
   }
 
-  /** RESUME [db]. */
-  resume(database?: string): void {
-    if (database === undefined) this.paused.clear();
-    else this.paused.delete(database);
-    for (const p of this.all()) if (!this.isPaused(p.key.split('\0')[1])) p.resume();
+  /** Pauses at once, without waiting for connections in use (KILL). */
+  hold(name: string | undefined, mode: Exclude<PauseMode, 'none'> = 'pause'): void {
+    if (name === undefined) this.pauseMode = mode;
+    else this.pausedNames.add(name);
+    for (const p of this.all()) if (Pools.matches(p, name)) p.pause();
   }
+
+  /** Server connections lent out, or being reset, in the pools `name` means. */
+  inUse(name: string | undefined): number {
+    let n = 0;
+    for (const p of this.all()) if (Pools.matches(p, name)) n += p.activeCount;
+    return n;
+  }
+
+  /** RESUME [name]; without a name, everything paused, one by one or all at once. */
+  resume(name?: string): void {
+    if (name === undefined) {
+      this.pauseMode = 'none';
+      this.pausedNames.clear();
+    } else this.pausedNames.delete(name);
+    for (const p of this.all()) if (p.paused && !this.isPaused(p.where)) p.resume();
+  }
+
+  /**
+   * Replaced pools whose connections are still out: they close as they are
+   * given back (WAIT_CLOSE waits for them).
+   */
+  private readonly closing = new Set<Pool>();
 
   /** Replaces one pool: its idle connections close now, busy ones when given back. */
   drainPool(pool: Pool): void {
     pool.shutdown();
     if (this.pools.get(pool.key) === pool) this.pools.delete(pool.key);
+    if (pool.activeCount > 0 || pool.openingCount > 0) this.closing.add(pool);
+  }
+
+  /** Connections of replaced pools (of `name`, or all) not yet closed: RECONNECT's, KILL's and a reload's. */
+  closeNeeded(name: string | undefined): number {
+    let n = 0;
+    for (const p of [...this.closing]) {
+      if (p.activeCount === 0 && p.openingCount === 0) this.closing.delete(p);
+      else if (Pools.matches(p, name)) n += p.activeCount + p.openingCount;
+    }
+    return n;
   }
 
   /** New settings (reload) for the pools that stay. */
   reconfigure(): void {
-    for (const pool of this.pools.values()) {
-      const [endpoint, database, user, node] = pool.key.split('\0');
-      pool.settings = this.settingsFor({ endpoint, database, user, node: Number(node) });
-    }
+    for (const pool of this.pools.values()) pool.settings = this.settingsFor(pool.where);
   }
 
   all(): Pool[] {
@@ -176,6 +218,7 @@ export class Pools {
 
   close(err: Error): void {
     clearInterval(this.reaper);
+    this.closing.clear();
     for (const p of this.pools.values()) {
       p.rejectWaiters(err);
       p.shutdown();

@@ -35,7 +35,7 @@ import { afterPendingWrites } from './write-hold.ts';
 import { MuxLink } from './mux-link.ts';
 import { loginParameters } from './login-params.ts';
 import { loadClassifier } from '../sql/classify.ts';
-import { ADMIN_DATABASES, AdminLink } from '../admin/session.ts';
+import { ADMIN_DATABASES, ADMIN_ENDPOINT, AdminLink } from '../admin/session.ts';
 import { ClientCounters, type DatabaseStats } from '../metrics/database-stats.ts';
 import type { Rights } from '../admin/console.ts';
 
@@ -222,6 +222,17 @@ export class ClientSession implements CancelTarget {
     return this.childLog;
   }
 
+  /**
+   * Since when (ms since the epoch) the client has been waiting for a
+   * server connection, or null: SHOW CLIENTS' `waiting` state and `wait`.
+   */
+  waitingSince: number | null = null;
+
+  /** Logged in (the admin console's included): SHOW CLIENTS lists it; before, SHOW SOCKETS says cl_login. */
+  get loggedIn(): boolean {
+    return this.phase === enum_.ready;
+  }
+
   /** The server connection serving this client right now, if a statement is running. */
   get server(): ServerConnection | null {
     return this.link?.server ?? null;
@@ -377,8 +388,14 @@ export class ClientSession implements CancelTarget {
     });
     if (this.phase !== enum_.auth) return;
     this.endpointName = choice.endpoint.name;
-    this.key = { endpoint: choice.endpoint.name, database: choice.database, user };
+    // The database name it asked for is its [databases] entry: the admin console's name for it.
+    this.key = { endpoint: choice.endpoint.name, database: choice.database, user, entry: this.database };
     this.log.debug({ user, database: this.database, endpoint: this.endpointName }, 'startup');
+    const refused = this.ctx.loginRefusal(this);
+    if (refused !== null) {
+      this.log.warn({ ...this.who(), err: refused.message }, 'login refused');
+      throw refused;
+    }
     const limit = this.ctx.admitClient(this);
     if (limit !== null) {
       this.log.warn({ ...this.who(), limit }, `login refused: ${limit} reached`);
@@ -405,7 +422,7 @@ export class ClientSession implements CancelTarget {
       });
     }
     this.adminRights = admin.admins.has(user) ? 'admin' : 'stats';
-    this.endpointName = '(admin)';
+    this.endpointName = ADMIN_ENDPOINT;
     const first = [...this.ctx.endpoints().values()][0];
     await this.authenticate(user, first?.nodes[0] ?? { host: '127.0.0.1', port: 5432 }, this.database);
   }
@@ -521,7 +538,8 @@ export class ClientSession implements CancelTarget {
       return;
     }
     const key = this.key!;
-    const counters = new ClientCounters(key.database, this.databaseStats.of(key.database), this.ctx.stats);
+    // SHOW STATS counts per [databases] entry, as PgBouncer does.
+    const counters = new ClientCounters(this.database, this.databaseStats.of(this.database), this.ctx.stats);
     this.counters = counters;
     const settings = this.ctx.settings();
     this.mode = settings.poolModeFor(key.endpoint, key.user);
@@ -583,7 +601,12 @@ export class ClientSession implements CancelTarget {
       this.counters!.assigned((performance.now() - since) * 1000);
     } else {
       const since = performance.now();
-      server = await pool.acquire();
+      this.waitingSince = Date.now();
+      try {
+        server = await pool.acquire();
+      } finally {
+        this.waitingSince = null;
+      }
       this.counters!.assigned((performance.now() - since) * 1000);
     }
     const giveUp = () => {
@@ -625,10 +648,18 @@ export class ClientSession implements CancelTarget {
       acquire: (node: number) => {
         // Only when no connection was at hand: the wait is measured.
         const since = performance.now();
-        return poolOf(node).acquire().then((conn) => {
-          counters.assigned((performance.now() - since) * 1000);
-          return conn;
-        });
+        this.waitingSince = Date.now();
+        return poolOf(node).acquire().then(
+          (conn) => {
+            this.waitingSince = null;
+            counters.assigned((performance.now() - since) * 1000);
+            return conn;
+          },
+          (err: unknown) => {
+            this.waitingSince = null;
+            throw err;
+          },
+        );
       },
       tryAcquire: (node: number) => {
         const conn = poolOf(node).tryAcquire();

@@ -11,6 +11,7 @@ import type { StatementIds } from './statements.ts';
 import type { ClientTls } from '../tls/client-tls.ts';
 import type { AdminBackend } from '../admin/console.ts';
 import type { FailureLimiter } from '../auth/failure-limit.ts';
+import type { PgError } from '../protocol/errors.ts';
 
 import type { EndpointRouter } from '../routing/route-types.ts';
 
@@ -68,6 +69,8 @@ export interface SessionContext {
   stats: SessionStats;
   /** A server connection of the client's own, with its startup settings (pool_mode = none). */
   openServer(key: PoolKey, settings: ReadonlyMap<string, string>): Promise<ServerConnection>;
+  /** Why this client may not log in to the database it asked for (DISABLE on the admin console), or null. */
+  loginRefusal(session: ClientSession): PgError | null;
   /**
    * Where auth_query runs for a client of `endpoint` (undefined: the admin
    * console) whose endpoint primary is `node` and database `database`:
