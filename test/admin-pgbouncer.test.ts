@@ -190,6 +190,9 @@ describe('admin console commands by [databases] entry, as PgBouncer has them', (
     const dbs = await admin.query('SHOW DATABASES');
     expect(dbs.fields.map((f) => f.name)).toEqual(DATABASE_COLUMNS);
     expect(dbs.fields.map((f) => f.dataTypeID)).toEqual([25, 25, 23, 25, 25, 23, 23, 23, 23, 25, 25, 23, 23, 23, 23, 23, 23]);
+    await admin.query('SET max_db_connections = 50');
+    expect((await database('p0')).max_connections).toBe(50);
+    await admin.query('SET max_db_connections = 0');
     const clientsOf = (name: string) => pgmux.server.clientsOf(name).length;
     expect(dbs.rows.find((r) => r.name === 'p0')).toMatchObject({ database: 'appdb', current_client_connections: clientsOf('p0'), paused: 0, disabled: 0 });
     expect(dbs.rows.find((r) => r.name === 'p1')).toMatchObject({ current_client_connections: clientsOf('p1') });

@@ -131,6 +131,12 @@ function poolsByEntry(server: PgmuxServer): Map<string, Pool[]> {
   return out;
 }
 
+/** A node's load_balance_hosts when it has several hosts (PgBouncer shows it only then), else null. */
+function loadBalanceHosts(server: PgmuxServer, endpoint: string, node: number): string | null {
+  const n = server.registry.find(endpoint)?.nodes[node];
+  return n?.hosts !== undefined && n.hosts.length > 1 ? (n.loadBalanceHosts ?? 'round-robin') : null;
+}
+
 function pools(server: PgmuxServer): ResultSet {
   const columns: Column[] = [
     ['database', 'text'], ['user', 'text'], ['cl_active', 'int4'], ['cl_waiting', 'int4'], ['cl_active_cancel_req', 'int4'], ['cl_waiting_cancel_req', 'int4'],
@@ -148,7 +154,7 @@ function pools(server: PgmuxServer): ResultSet {
     const maxWait = waits.length === 0 ? 0 : Math.max(...waits);
     return [
       entry, user, mine.length - waits.length, p.waitingCount, 0, 0, p.activeCount, 0, 0, p.idleCount, 0, 0, p.openingCount, Math.floor(maxWait / 1000),
-      (maxWait % 1000) * 1000, server.ctx.settings().poolModeFor(endpoint, user), null, endpoint, node, p.paused ? 1 : 0,
+      (maxWait % 1000) * 1000, server.ctx.settings().poolModeFor(endpoint, user), loadBalanceHosts(server, endpoint, node), endpoint, node, p.paused ? 1 : 0,
     ];
   });
   return { columns, rows };
@@ -175,10 +181,15 @@ function databases(server: PgmuxServer): ResultSet {
     const n = ep?.nodes[0];
     const own = c.endpoints[endpoint];
     const paused = server.pools.isNamePaused(name) || server.pools.isNamePaused(endpoint);
+    // As PgBouncer: the hosts comma-separated, and their load_balance_hosts only when there are several.
+    const hosts = n?.hosts !== undefined && n.hosts.length > 1 ? n.hosts : undefined;
+    const lbh = loadBalanceHosts(server, endpoint, 0);
     return [
-      name, n?.host ?? null, n?.port ?? null, database, null, own?.default_pool_size ?? c.default_pool_size, 0, 0, Math.round(c.server_lifetime),
-      own?.pool_mode ?? null, null, 0, (byEntry.get(name) ?? []).reduce((a, p) => a + p.total, 0), 0, clients.filter((s) => s.database === name).length,
-      paused ? 1 : 0, server.disabled.has(name) ? 1 : 0,
+      name, hosts?.map((h) => h.host).join(',') ?? n?.host ?? null, n?.port ?? null, database, own?.user ?? null, own?.default_pool_size ?? c.default_pool_size,
+      own?.min_pool_size ?? c.min_pool_size, own?.reserve_pool_size ?? c.reserve_pool_size, Math.round(own?.server_lifetime ?? c.server_lifetime),
+      own?.pool_mode ?? null, lbh, own?.max_db_connections ?? c.max_db_connections,
+      (byEntry.get(name) ?? []).reduce((a, p) => a + p.total, 0), own?.max_db_client_connections ?? c.max_db_client_connections,
+      clients.filter((s) => s.database === name).length, paused ? 1 : 0, server.disabled.has(name) ? 1 : 0,
     ];
   };
   const rows: Cell[][] = [];
@@ -198,10 +209,11 @@ function users(server: PgmuxServer): ResultSet {
   const names = new Set([...Object.keys(c.users), ...clients.map((s) => s.user), ...server.pools.all().map((p) => p.where.user)]);
   const rows: Cell[][] = [...names].sort().map((name) => {
     const u = c.users[name];
+    const text = (n: number | undefined) => (n === undefined ? '' : String(n));
     return [
-      // PgBouncer shows an unset pool size as ''.
-      name, u?.default_pool_size === undefined ? '' : String(u.default_pool_size), '', u?.pool_mode ?? null, 0,
-      server.pools.all().filter((p) => p.where.user === name).reduce((a, p) => a + p.total, 0), c.max_user_client_conn,
+      // PgBouncer shows a pool size the user does not set as ''.
+      name, text(u?.default_pool_size), text(u?.reserve_pool_size), u?.pool_mode ?? null, u?.max_user_connections ?? c.max_user_connections,
+      server.pools.all().filter((p) => p.where.user === name).reduce((a, p) => a + p.total, 0), u?.max_user_client_conn ?? c.max_user_client_conn,
       clients.filter((s) => s.user === name).length,
     ];
   });
