@@ -34,6 +34,7 @@ import type { OwnReads } from './own-reads.ts';
 import { afterPendingWrites } from './write-hold.ts';
 import { MuxLink } from './mux-link.ts';
 import { loginParameters } from './login-params.ts';
+import { replicationOf, replicationParameter, type Replication } from './replication.ts';
 import { loadClassifier } from '../sql/classify.ts';
 import { ADMIN_DATABASES, ADMIN_ENDPOINT, AdminLink } from '../admin/session.ts';
 import { ClientCounters, type DatabaseStats } from '../metrics/database-stats.ts';
@@ -95,6 +96,8 @@ export class ClientSession implements CancelTarget {
   endpointName = '';
   applicationName = '';
   mode: PoolMode = 'session';
+  /** A replication connection (replication=true or database): passed through to the primary, never pooled. */
+  replication: Replication | null = null;
   private key: PoolKey | null = null;
   /** The key of the pool that serves it (its forced user's, if any), once known. */
   get poolKey(): Readonly<PoolKey> | null {
@@ -377,6 +380,7 @@ export class ClientSession implements CancelTarget {
     const cs = clientSettings(params, this.ctx.settings().ignoredStartupParameters);
     this.settings = cs.settings;
     this.applicationName = cs.settings.get('application_name') ?? '';
+    this.replication = replicationOf(params);
     if (ADMIN_DATABASES.has(this.database) && cs.endpoint === undefined) {
       await this.startAdminAuth(user);
       return;
@@ -415,6 +419,7 @@ export class ClientSession implements CancelTarget {
    * admin_users or stats_users. auth_query runs on the first endpoint.
    */
   private async startAdminAuth(user: string): Promise<void> {
+    if (this.replication !== null) throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, 'the admin console takes no replication connections');
     const admin = this.ctx.admin();
     if (!admin.admins.has(user) && !admin.statsUsers.has(user)) {
       throw new PgError(SqlState.INSUFFICIENT_PRIVILEGE, `user "${user}" may not use the admin console`, {
@@ -542,7 +547,8 @@ export class ClientSession implements CancelTarget {
     const counters = new ClientCounters(this.database, this.databaseStats.of(this.database), this.ctx.stats);
     this.counters = counters;
     const settings = this.ctx.settings();
-    this.mode = settings.poolModeFor(key.endpoint, key.user);
+    // A replication connection has a server connection of its own, as in pool_mode = none.
+    this.mode = this.replication !== null ? 'none' : settings.poolModeFor(key.endpoint, key.user);
     const router = this.mode === 'none' ? null : this.ctx.routerFor(key.endpoint);
     const useMux = this.mode === 'transaction' || this.mode === 'statement' || (this.mode === 'session' && router!.spreadsReads);
     let parameters: ReadonlyMap<string, string>;
@@ -580,12 +586,18 @@ export class ClientSession implements CancelTarget {
     out.push(readyForQuery('I'));
     this.socket.write(Buffer.concat(out));
     this.phase = enum_.ready;
-    this.log.info({ user: this.user, database: this.database, endpoint: this.endpointName, server: this.server?.id, mode: this.mode }, 'login');
+    this.log.info({ user: this.user, database: this.database, endpoint: this.endpointName, server: this.server?.id, mode: this.mode, replication: this.replication ?? undefined }, 'login');
     const early = this.early;
     this.early = [];
     if (early.length > 0) counters.clientSent();
     for (const c of early) this.link.onClientData(c);
     this.socket.resume();
+  }
+
+  /** A replication connection's server connection: on the primary, with the client's settings and its replication parameter. */
+  private openReplication(key: PoolKey, kind: Replication): Promise<ServerConnection> {
+    const params = new Map(this.settings).set('replication', replicationParameter(kind));
+    return this.ctx.openServer({ ...key, node: this.ctx.routerFor(key.endpoint).primaryNode() }, params);
   }
 
   /** Session and no-pool modes: the client's own connection, its settings applied. */
@@ -597,7 +609,7 @@ export class ClientSession implements CancelTarget {
       // No pool: the server gets the client's own startup settings, and any
       // refusal is PostgreSQL's own FATAL.
       const since = performance.now();
-      server = await this.ctx.openServer(key, this.settings);
+      server = await (this.replication === null ? this.ctx.openServer(key, this.settings) : this.openReplication(key, this.replication));
       this.counters!.assigned((performance.now() - since) * 1000);
     } else {
       const since = performance.now();

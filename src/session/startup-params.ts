@@ -1,4 +1,4 @@
-import { PgError, SqlState } from '../protocol/errors.ts';
+import { PgError } from '../protocol/errors.ts';
 
 /** Startup parameters that are not settings of the session. */
 const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
@@ -57,9 +57,7 @@ function setting(arg: string, out: Map<string, string>, ignored: ReadonlySet<str
  * does.
  */
 export function clientSettings(params: ReadonlyMap<string, string>, ignored: ReadonlySet<string> = new Set()): ClientSettings {
-  if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
-    throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, 'replication connections are not supported through pgmux');
-  }
+  // `replication` is not a setting: replication.ts reads it.
   const settings = new Map<string, string>();
   let endpoint: string | undefined;
   for (const [k, v] of params) if (!NOT_SETTINGS.has(k) && !ignored.has(k.toLowerCase())) settings.set(k, v);
