@@ -214,6 +214,8 @@ export class Pools {
 
   reap(): void {
     for (const p of this.pools.values()) p.reap();
+    // Replaced pools leave once their last connection has.
+    for (const p of this.closing) if (p.activeCount === 0 && p.openingCount === 0) this.closing.delete(p);
   }
 
   close(err: Error): void {
