@@ -221,3 +221,23 @@ describe('admin console commands by [databases] entry, as PgBouncer has them', (
     expect(stats).not.toContain('appdb');
   });
 });
+
+describe('SHOW CLIENTS and SERVERS say which connections are replication connections', () => {
+  it('replication = logical for a replication=database client and its server connection, none for the rest', async () => {
+    const c = getCluster();
+    const trust = trustSettings();
+    const pgmux = await startPgmux({ ...trust, users: { ...(trust.users as object), [c.superuser]: { password: c.superuserPassword } }, admin_users: 'app' });
+    const admin = new pg.Client({ connectionString: pgmux.url('app', 'pgbouncer') });
+    const walsender = new pg.Client({ host: '127.0.0.1', port: pgmux.port, user: c.superuser, database: 'postgres', replication: 'database' } as pg.ClientConfig);
+    try {
+      await Promise.all([admin.connect(), walsender.connect()]);
+      const clients = (await admin.query('SHOW CLIENTS')).rows;
+      expect(clients.find((r) => r.user === c.superuser)).toMatchObject({ replication: 'logical' });
+      expect(clients.find((r) => r.user === 'app')).toMatchObject({ replication: 'none' });
+      expect((await admin.query('SHOW SERVERS')).rows.find((r) => r.user === c.superuser)).toMatchObject({ replication: 'logical' });
+    } finally {
+      await Promise.all([admin.end(), walsender.end()]);
+      await pgmux.stop();
+    }
+  });
+});

@@ -55,7 +55,7 @@ function clientRow(s: ClientSession, state: string): SocketRow {
     state,
     socket: sock,
     row: [
-      'C', s.user || '(nouser)', s.database || '(nodb)', 'none', state, sock.remoteAddress ?? null, sock.remotePort ?? null, sock.localAddress ?? null,
+      'C', s.user || '(nouser)', s.database || '(nodb)', s.replication ?? 'none', state, sock.remoteAddress ?? null, sock.remotePort ?? null, sock.localAddress ?? null,
       sock.localPort ?? null, time(s.connectedAt), time(s.connectedAt), Math.floor(waited / 1000), (waited % 1000) * 1000, 0, `c${s.id}`,
       conn ? `s${conn.id}` : '', 0, tlsInfo(sock), s.applicationName, 0, s.id,
     ],
@@ -68,7 +68,7 @@ function serverRow(conn: ServerConnection, state: string, user: string, database
     state,
     socket: sock,
     row: [
-      'S', user, database, 'none', state, conn.host, conn.port, sock.localAddress ?? null, sock.localPort ?? null, time(conn.createdAt),
+      'S', user, database, client?.replication ?? 'none', state, conn.host, conn.port, sock.localAddress ?? null, sock.localPort ?? null, time(conn.createdAt),
       time(conn.lastUsedAt), 0, 0, conn.pool?.closeNeeded === true ? 1 : 0, `s${conn.id}`, client ? `c${client.id}` : '', conn.processId,
       tlsInfo(sock), client?.applicationName ?? '', 0, conn.id,
     ],
