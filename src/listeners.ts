@@ -67,6 +67,8 @@ export interface ListenSettings {
   unixSocketDir: string;
   unixSocketMode: string;
   unixSocketGroup?: string;
+  /** so_reuseport: other processes that set it too may listen on the same TCP ports. */
+  reusePort?: boolean;
 }
 
 /** Where pgmux listens, once open. */
@@ -104,7 +106,7 @@ export class Listeners {
         const port = b.port === 0 ? free : b.port;
         const srv = this.server(false);
         try {
-          await listenTcp(srv, { ...b, port });
+          await listenTcp(srv, { ...b, port }, s.reusePort === true);
         } catch (err) {
           if (b.optional && NO_IPV6.has((err as NodeJS.ErrnoException).code ?? '')) continue;
           throw err;
@@ -166,10 +168,10 @@ export class Listeners {
   }
 }
 
-function listenTcp(srv: net.Server, b: Bind): Promise<void> {
+function listenTcp(srv: net.Server, b: Bind, reusePort: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     srv.once('error', reject);
-    srv.listen({ host: b.host, port: b.port, ipv6Only: b.ipv6Only ?? false }, () => {
+    srv.listen({ host: b.host, port: b.port, ipv6Only: b.ipv6Only ?? false, reusePort }, () => {
       srv.off('error', reject);
       resolve();
     });

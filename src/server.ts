@@ -419,6 +419,7 @@ export class PgmuxServer {
       unixSocketDir: c.unix_socket_dir,
       unixSocketMode: c.unix_socket_mode,
       unixSocketGroup: c.unix_socket_group,
+      reusePort: c.so_reuseport,
     });
     if (c.metrics_listen !== undefined) {
       // prom-client is loaded only when metrics are served.

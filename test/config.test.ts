@@ -39,6 +39,7 @@ describe('defaults', () => {
       listen: '127.0.0.1:6432',
       unix_socket_dir: '/tmp',
       unix_socket_mode: '0777',
+      so_reuseport: false,
       endpoints: {},
       pool_mode: 'session',
       default_pool_size: 20,

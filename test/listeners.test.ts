@@ -9,6 +9,7 @@ import pg from 'pg';
 import { createLogger } from '../src/logging.ts';
 import { freePort } from '../src/embedded/cluster.ts';
 import { groupId } from '../src/os-ids.ts';
+import { listenProblem } from '../src/cli/listen-check.ts';
 import { CliProcess, runCli } from './helpers/cli.ts';
 import { psql } from './helpers/clients.ts';
 import { startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
@@ -215,6 +216,18 @@ describe('listen: several addresses', () => {
   it('a host name is every address it resolves to', async () => {
     const pgmux = await pgmuxWith({ listen: 'localhost:0' });
     expect(pgmux.server.listening().tcp.map((a) => a.host)).toContain('127.0.0.1');
+  });
+
+  it('so_reuseport: pgmux processes that all set it share a port, and one stopping leaves the other serving (a rolling restart)', async () => {
+    const port = await freePort();
+    const first = await pgmuxWith({ listen: `127.0.0.1:${port}`, so_reuseport: true });
+    // The check before start-up agrees.
+    expect(await listenProblem(`127.0.0.1:${port}`, 'listen', true)).toBeNull();
+    expect(await listenProblem(`127.0.0.1:${port}`, 'listen')).toContain('the address is already in use');
+    await expect(pgmuxWith({ listen: `127.0.0.1:${port}` })).rejects.toThrow('EADDRINUSE');
+    const second = await pgmuxWith({ listen: `127.0.0.1:${port}`, so_reuseport: true });
+    await first.server.stop();
+    for (let i = 0; i < 5; i++) expect(await psql(second.url(), 'SELECT 1')).toBe('1');
   });
 
   it('a taken address closes the listeners already open', async () => {

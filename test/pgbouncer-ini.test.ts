@@ -219,6 +219,12 @@ describe('pgbouncer.ini strictness', () => {
     expect(problems).toEqual([expect.stringContaining('unix_socket_mode: expected an octal file mode such as 0777, got "rw-rw-rw-"')]);
   });
 
+  it('so_reuseport maps, 0 or 1', async () => {
+    expect((await iniConfig('[pgbouncer]\nso_reuseport = 1\n')).config.so_reuseport).toBe(true);
+    expect((await iniConfig('[pgbouncer]\nso_reuseport = 0\n')).config.so_reuseport).toBe(false);
+    expect((await iniConfig('[pgbouncer]\n')).warnings).toEqual([]);
+  });
+
   it('user maps: pgmux switches to that OS user once listening; empty is not set', async () => {
     expect((await iniConfig('[pgbouncer]\nuser = postgres\n')).config.user).toBe('postgres');
     expect((await iniConfig('[pgbouncer]\nuser =\n')).config.user).toBeUndefined();

@@ -13,12 +13,12 @@ function hostPort(listen: string): { host: string; port: number } | null {
   return m === null ? null : { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
 }
 
-/** The error code listening on `b` gives, or null when it is free. */
-function probe(b: Bind): Promise<string | null> {
+/** The error code listening on `b` gives, or null when it is free (or shared, with `reusePort`). */
+function probe(b: Bind, reusePort: boolean): Promise<string | null> {
   return new Promise((resolve) => {
     const srv = net.createServer();
     srv.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
-    srv.listen({ host: b.host, port: b.port, exclusive: true, ipv6Only: b.ipv6Only ?? false }, () => srv.close(() => resolve(null)));
+    srv.listen({ host: b.host, port: b.port, exclusive: true, ipv6Only: b.ipv6Only ?? false, reusePort }, () => srv.close(() => resolve(null)));
   });
 }
 
@@ -26,9 +26,10 @@ function probe(b: Bind): Promise<string | null> {
  * What is wrong with listening on `listen` (set by `setting`, e.g.
  * `listen`; several addresses comma-separated), in words that say how to
  * choose another address; null when every address is free. Port 0 (any
- * free port) is always free.
+ * free port) is always free. With `reusePort` (so_reuseport), a port
+ * another process listens on with it too is free to share.
  */
-export async function listenProblem(listen: string, setting: string): Promise<string | null> {
+export async function listenProblem(listen: string, setting: string, reusePort = false): Promise<string | null> {
   let binds: Bind[];
   try {
     binds = await bindsOf(listen);
@@ -37,7 +38,7 @@ export async function listenProblem(listen: string, setting: string): Promise<st
   }
   for (const b of binds) {
     if (b.port === 0) continue;
-    const code = await probe(b);
+    const code = await probe(b, reusePort);
     if (code === null || (b.optional === true && ['EAFNOSUPPORT', 'EADDRNOTAVAIL'].includes(code))) continue;
     const shown = b.host.includes(':') ? `[${b.host}]:${b.port}` : `${b.host}:${b.port}`;
     return describeListenError(code, binds.length > 1 ? shown : listen, setting);

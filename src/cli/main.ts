@@ -34,8 +34,8 @@ function invalidConfiguration(err: ConfigError): number {
  */
 const NO_REBOOT =
   "-R (--reboot) is not supported: PgBouncer's online restart takes the running process's sockets and connections over, " +
-  'which pgmux cannot do (Node.js cannot receive file descriptors); restart with SIGTERM, which waits for clients to leave ' +
-  '(at most shutdown_timeout), then start pgmux again';
+  'which pgmux cannot do (Node.js cannot receive file descriptors); with so_reuseport, start the new pgmux while the old one runs, ' +
+  'then stop the old one with SIGTERM, which waits for its clients to leave (at most shutdown_timeout); else restart with SIGTERM and start pgmux again';
 
 /** Where log lines go with -q and no log_file: nowhere. */
 const nowhere = () => new Writable({ write: (_chunk, _enc, done) => done() });
@@ -74,7 +74,7 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
     return 1;
   }
   for (const [setting, listen] of [['listen', config.listen], ['metrics_listen', config.metrics_listen]] as const) {
-    const problem = listen === undefined ? null : await listenProblem(listen, setting);
+    const problem = listen === undefined ? null : await listenProblem(listen, setting, setting === 'listen' && config.so_reuseport);
     if (problem !== null) {
       console.error(`pgmux: ${problem}`);
       return 1;

@@ -172,6 +172,11 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
           t.problem(line, `client_tls_sslmode = ${value} is not supported yet: pgmux does not check client certificates; use require`);
         } else t.config.client_tls_sslmode = value;
         continue;
+      case 'so_reuseport': {
+        const on = t.read('integer', key, value, line);
+        if (typeof on === 'number') t.config.so_reuseport = on !== 0;
+        continue;
+      }
       case 'verbose': {
         const level = t.read('integer', key, value, line);
         if (typeof level === 'number') t.config.log_level = level >= 2 ? 'trace' : level === 1 ? 'debug' : 'info';

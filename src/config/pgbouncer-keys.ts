@@ -130,7 +130,8 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   server_tls_sslmode: same,
   service_name: ignore,
   shutdown_wait_timeout: renamed('shutdown_timeout'),
-  so_reuseport: ignore,
+  // so_reuseport has a rule of its own (0 or 1).
+  so_reuseport: same,
   stats_period: ignore,
   stats_users: same,
   suspend_timeout: ignore,

@@ -131,6 +131,11 @@ export const ConfigSchema = z
       'mode',
     ),
     unix_socket_group: setting(z.string().min(1).optional(), 'Group the Unix-domain socket belongs to', 'group'),
+    so_reuseport: setting(
+      z.boolean().default(false),
+      'Listen with SO_REUSEPORT: pgmux processes that all set it share their TCP ports (each needs its own unix_socket_dir and pid_file), for a restart without a moment nobody listens',
+      'bool',
+    ),
     user: setting(
       z.string().min(1).optional(),
       'OS user pgmux switches to once its listeners are open (pgmux must be started as root, or as that user)',
