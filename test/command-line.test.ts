@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, open, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -29,13 +29,21 @@ afterEach(async () => {
   background.clear();
 });
 
+/** Whether a process runs; one that has exited but is not reaped yet (its parent, init, is slow to) does not. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
   }
+  const status = (() => {
+    try {
+      return readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      return 'State: Z (gone)';
+    }
+  })();
+  return !/^State:\s+Z/m.test(status);
 }
 
 /** The real user id a process runs as, from /proc. */
