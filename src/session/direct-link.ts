@@ -1,16 +1,28 @@
 import type net from 'node:net';
 import { FrameReader, type FrameVisitor } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
-import { parseParameterStatus } from '../protocol/messages.ts';
+import { parseParameterStatus, query } from '../protocol/messages.ts';
 import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
 import type { Pool } from '../pool/pool.ts';
 import { sendCancel } from './cancel-registry.ts';
 import { afterPendingWrites } from './write-hold.ts';
 import { FAILING_PARSE } from './translate.ts';
 
+/**
+ * What pgmux sends after a client that left with answers still due: a
+ * failed message and a Sync end any extended-protocol run uncommitted (a
+ * client that leaves before its Sync commits nothing), ROLLBACK ends any
+ * transaction block, and the last query's error, which names a column that
+ * cannot exist, says that everything sent before has been answered or
+ * skipped, however the client's messages were counted (the server answers
+ * nothing to a Query it skips after an error). The ReadyForQuery after it
+ * leaves the connection idle and clean.
+ */
+const DRAIN_PROBE = Buffer.concat([FAILING_PARSE, Buffer.from([0x53, 0, 0, 0, 4]), query('ROLLBACK'), query('SELECT pgmux_drained')]);
+const PROBE_MARK = Buffer.from('"pgmux_drained"');
+
 /** Frontend message types valid after startup. */
 const FRONTEND_TYPES = 'BCcdDEfFHPQSX';
-const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 const COPY_FAIL = Buffer.from([0x66, 0, 0, 0, 28, ...Buffer.from('client left during COPY\0')]);
 
 export interface DirectHost {
@@ -52,6 +64,8 @@ export class DirectLink implements ServerOwner {
    * Execute and again after CopyDone): they get no ReadyForQuery.
    */
   private syncsSinceExecute = -1;
+  /** Draining with a probe: 1 sent, 2 its error seen, 3 its ReadyForQuery seen. */
+  private probe: 0 | 1 | 2 | 3 = 0;
   /** The COPY FROM STDIN came from Execute: after CopyFail the server waits for a Sync. */
   private copyExtended = false;
   private txStatus = 0x49; /* I */
@@ -149,7 +163,11 @@ export class DirectLink implements ServerOwner {
   /** Server side of the loop: count ReadyForQuery, watch COPY, track ParameterStatus. */
   onMessage(type: number, body: Buffer | null): boolean {
     switch (type) {
+      case 0x45 /* ErrorResponse */:
+        if (this.probe === 1 && body!.includes(PROBE_MARK)) this.probe = 2;
+        return true;
       case 0x5a /* ReadyForQuery */:
+        if (this.probe === 2) this.probe = 3;
         this.pendingReady--;
         this.txStatus = body![0];
         this.host.stats.queries++;
@@ -185,7 +203,7 @@ export class DirectLink implements ServerOwner {
       return;
     }
     // Draining for a client that left: answers are dropped, only counted.
-    if (this.isQuiet()) this.finishDrain();
+    if (this.probe === 3 || (this.probe === 0 && this.isQuiet())) this.finishDrain();
   }
 
   onServerClose(): void {
@@ -240,13 +258,9 @@ export class DirectLink implements ServerOwner {
       server.socket.write(COPY_FAIL);
       if (this.copyExtended) this.unsynced = true;
     }
-    if (this.unsynced) {
-      // Nothing the client did not sync may commit: the server fails the
-      // run first, so the Sync rolls its implicit transaction back.
-      server.socket.write(Buffer.concat([FAILING_PARSE, SYNC]));
-      this.pendingReady++;
-      this.unsynced = false;
-    }
+    server.socket.write(DRAIN_PROBE);
+    this.unsynced = false;
+    this.probe = 1;
     // Give a running statement a moment to finish, then cancel it; give up on
     // the connection if it still has not answered.
     let cancelled = false;

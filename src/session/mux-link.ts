@@ -62,6 +62,8 @@ export class MuxLink implements ServerOwner {
   /** Extended-protocol messages reached the server since its last Sync. */
   private unsynced = false;
   private copyIn = false;
+  /** CopyDone or CopyFail sent before the CopyInResponse they end arrived. */
+  private copyEndsAhead = 0;
   /** The COPY FROM STDIN came from Execute: the server wants a Sync after it. */
   private copyExtended = false;
   /**
@@ -356,7 +358,8 @@ export class MuxLink implements ServerOwner {
 
   private onCopy(type: number): void {
     if (type !== 0x47 /* CopyInResponse */) return;
-    this.copyIn = true;
+    if (this.copyEndsAhead > 0) this.copyEndsAhead--;
+    else this.copyIn = true;
     this.copyExtended = this.relay.queue.headType === 0x45; /* Execute */
     if (this.copyExtended) {
       // The server ignores the Syncs that reached it during COPY: after it
@@ -450,6 +453,13 @@ export class MuxLink implements ServerOwner {
     if (trace !== null) {
       const n = this.host.notice(trace);
       if (n !== null) this.relay.queue.push({ kind: enum_.synth, type: 0x4e, bytes: n });
+    }
+    // COPY data that went through the batches ends here, possibly before
+    // the server's CopyInResponse has come back.
+    for (const m of b.msgs) {
+      if (m.type !== 0x63 && m.type !== 0x66) continue;
+      if (this.copyIn) this.copyIn = false;
+      else this.copyEndsAhead++;
     }
     const out = this.tr.translate(b, conn);
     this.retry.noteRegistered(b, out.registered);

@@ -42,6 +42,8 @@ export interface Entry {
   replaceError?: Buffer;
   /** The server-side name this message used for a client's statement, and the client's own name for it. */
   names?: { server: string; client: string };
+  /** Sent while the server skips to Sync after an error: it gets no reply. */
+  skipped?: boolean;
 }
 
 const Z = 0x5a;
@@ -134,12 +136,12 @@ export class ReplyQueue {
 
   push(e: Entry): void {
     if (this.inFailedRun) {
-      if (e.type === 0x53 || e.type === 0x51 || e.type === 0x46) this.inFailedRun = false;
+      if (e.type === 0x53) this.inFailedRun = false;
       else if (e.kind === enum_.synth) {
         // A made-up reply to a message the server skips: none.
         (e.onSkip ?? e.onError)?.();
         return;
-      }
+      } else e.skipped = true;
     }
     this.entries.push(e);
     if (this.length === 1) this.emitSynth();
@@ -173,7 +175,8 @@ export class ReplyQueue {
 
   /** After an error in the extended protocol the server skips to Sync; so do the entries. */
   private skipToSync(): void {
-    for (let e = this.peek(); e !== undefined && isExtended(e.type); e = this.peek()) {
+    // Everything up to the Sync: a Query or FunctionCall too.
+    for (let e = this.peek(); e !== undefined && e.type !== 0x53; e = this.peek()) {
       // A skipped Parse creates nothing, like a failed one.
       (e.onSkip ?? e.onError)?.();
       this.pop();
@@ -202,6 +205,12 @@ export class ReplyQueue {
    */
   decide(type: number, body: Buffer | null): boolean {
     this.emitSynth();
+    // Messages the server skipped get nothing; whatever comes is for later ones.
+    for (let s = this.peek(); s !== undefined && s.skipped === true; s = this.peek()) {
+      (s.onSkip ?? s.onError)?.();
+      this.pop();
+      this.emitSynth();
+    }
     const e = this.peek();
     if (e === undefined) {
       // Between requests only asynchronous messages may arrive.

@@ -47,6 +47,14 @@ export const FAILING_PARSE = buildParse('pgmux_refused', Buffer.from('SELECT pgm
 /** The same for the simple query protocol. */
 export const FAILING_QUERY = query('SELECT pgmux_refused');
 const CLOSE_UNNAMED = buildTarget('C', 0x53, '');
+/**
+ * A statement pgmux keeps on a connection so that a client's Parse of a
+ * name it already uses can be sent under this name: the server then finds
+ * whatever is wrong with it in PostgreSQL's own order (a syntax error, an
+ * aborted transaction, a missing table before the name in use).
+ */
+const ANCHOR = 'pgmux_anchor';
+const ANCHOR_PREPARE = Buffer.concat([buildTarget('C', 0x53, ANCHOR), buildParse(ANCHOR, Buffer.from('SELECT 1\0\0\0', 'latin1'))]);
 
 /** The unnamed statement each server connection holds: whose it is, null for none, undefined when unknown. */
 const unnamedOn = new WeakMap<ServerConnection, ClientStatement | null>();
@@ -111,7 +119,10 @@ export class Translator {
             break;
           }
           if (this.statements.has(p.name)) {
-            this.failOnServer(out, new PgError(SqlState.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${p.name}" already exists`));
+            out.chunks.push(ANCHOR_PREPARE, buildParse(ANCHOR, p.rest));
+            q.push({ kind: enum_.swallow, type: 0x43 });
+            q.push({ kind: enum_.swallow, type: 0x50 });
+            q.push({ kind: enum_.forward, type, names: { server: ANCHOR, client: p.name } });
             return this.skipRest(b, out);
           }
           const rest = Buffer.from(p.rest);
@@ -147,7 +158,11 @@ export class Translator {
             break;
           }
           const st = this.statements.get(bind.statement);
-          if (st === undefined) return this.unknown(b, out, bind.statement);
+          if (st === undefined) {
+            const done = this.unknown(b, out, bind.statement, msg, type);
+            if (done !== null) return done;
+            break;
+          }
           this.ensurePrepared(conn, st, out);
           const server = serverStatementName(st.id);
           out.chunks.push(renameBind(msg, bind, server));
@@ -167,7 +182,11 @@ export class Translator {
             break;
           }
           const st = this.statements.get(t.name);
-          if (st === undefined) return this.unknown(b, out, t.name);
+          if (st === undefined) {
+            const done = this.unknown(b, out, t.name, msg, type);
+            if (done !== null) return done;
+            break;
+          }
           this.ensurePrepared(conn, st, out);
           const server = serverStatementName(st.id);
           out.chunks.push(buildTarget('D', 0x53, server));
@@ -416,7 +435,19 @@ export class Translator {
     this.queue.push({ kind: enum_.forward, type: 0x50, replaceError: recoverable(err) });
   }
 
-  private unknown(b: Batch, out: Translated, name: string): Translated {
+  /**
+   * A Bind or Describe of a name the client has not prepared with Parse
+   * goes to the server under that name: a statement the client made with
+   * SQL PREPARE is there (the two share one namespace in PostgreSQL), any
+   * other name is not (pgmux names its own pgmux_N), and the server answers
+   * in its own words and order. A name that could be one of pgmux's gets
+   * pgmux's answer. Null: translation goes on.
+   */
+  private unknown(b: Batch, out: Translated, name: string, msg: Buffer, type: number): Translated | null {
+    if (!name.startsWith('pgmux_')) {
+      this.forward(out, msg, type);
+      return null;
+    }
     this.failOnServer(out, new PgError(SqlState.INVALID_SQL_STATEMENT_NAME, `prepared statement "${name}" does not exist`));
     return this.skipRest(b, out);
   }
