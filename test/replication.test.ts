@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { psql } from './helpers/clients.ts';
@@ -72,6 +73,23 @@ describe('replication connections are passed through to the primary', () => {
     await exec('pg_receivewal', ['--dbname', conninfo(p, ''), '--directory', dir, `--endpos=${endpos}`, '--no-loop', '--no-password'], { timeout: 30_000 });
     const files = await readdir(dir);
     expect(files.some((f) => /^[0-9A-F]{24}(\.partial)?$/.test(f))).toBe(true);
+  });
+
+  it('with auth_type = hba, a physical replication connection matches only rules for "replication", a logical one its database, as in PostgreSQL', async () => {
+    const c = getCluster();
+    const dir = await tempDir('pgmux-hba-');
+    const hba = path.join(dir, 'pg_hba.conf');
+    await writeFile(hba, [`host replication ${c.superuser} 127.0.0.1/32 reject`, 'host all all 127.0.0.1/32 scram-sha-256', ''].join('\n'));
+    const p = await pgmux({ auth_type: 'hba', auth_hba_file: hba });
+    await expect(psql(conninfo(p, 'replication=true'), 'IDENTIFY_SYSTEM')).rejects.toThrow(
+      `pg_hba.conf rejects replication connection for host "127.0.0.1", user "${c.superuser}", no encryption`,
+    );
+    expect((await psql(conninfo(p, 'replication=database'), 'IDENTIFY_SYSTEM')).split('|')[3]).toBe('postgres');
+    await writeFile(hba, 'host all all 127.0.0.1/32 scram-sha-256\n');
+    await p.server.reload({ ...p.server.currentConfig });
+    await expect(psql(conninfo(p, 'replication=true'), 'IDENTIFY_SYSTEM')).rejects.toThrow(
+      `no pg_hba.conf entry for replication connection from host "127.0.0.1", user "${c.superuser}", no encryption`,
+    );
   });
 
   it('a user without REPLICATION is refused by the server, and an invalid replication value by pgmux, in PostgreSQL\'s words', async () => {

@@ -476,15 +476,20 @@ export class ClientSession implements CancelTarget {
     if (settings.authType !== 'hba') return settings.authType;
     const encrypted = this.socket instanceof tls.TLSSocket;
     const address = this.socket.remoteAddress ?? '';
-    const rule = matchHba(settings.hbaRules, { local: this.unixSocket, address, tls: encrypted, database: this.database, user, replication: false });
+    // As PostgreSQL: only a physical replication connection is matched by the `replication` keyword alone.
+    const physical = this.replication === 'physical';
+    const rule = matchHba(settings.hbaRules, { local: this.unixSocket, address, tls: encrypted, database: this.database, user, replication: physical });
     if (rule !== null && rule.method !== 'reject') {
       this.log.debug({ hba: `${rule.file}:${rule.line}`, method: rule.method }, 'HBA rule matched');
       return rule.method;
     }
     // PostgreSQL's words: [local] for the Unix socket, an IPv4 client as IPv4.
     const host = this.unixSocket ? '[local]' : address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
-    const what = `host "${host}", user "${user}", database "${this.database}", ${encrypted ? 'SSL encryption' : 'no encryption'}`;
-    const message = rule === null ? `no pg_hba.conf entry for ${what}` : `pg_hba.conf rejects connection for ${what}`;
+    const what = `host "${host}", user "${user}"${physical ? '' : `, database "${this.database}"`}, ${encrypted ? 'SSL encryption' : 'no encryption'}`;
+    const message =
+      rule === null
+        ? `no pg_hba.conf entry for ${physical ? 'replication connection from ' : ''}${what}`
+        : `pg_hba.conf rejects ${physical ? 'replication connection' : 'connection'} for ${what}`;
     this.log.warn({ ...this.who(), hba: rule === null ? 'no rule' : `${rule.file}:${rule.line}` }, `login refused: ${message}`);
     throw new PgError(SqlState.INVALID_AUTHORIZATION_SPECIFICATION, message);
   }
