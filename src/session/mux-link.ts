@@ -241,7 +241,9 @@ export class MuxLink implements ServerOwner {
         this.refuse(b, refusal);
         continue;
       }
-      if (this.server === null && this.status === I && !this.unsynced && this.tr.answerAlone(b)) {
+      // A Flush with nothing to flush, or Parses of known statements and
+      // their Sync, need no server connection.
+      if (this.server === null && this.status === I && !this.unsynced && (b.msgs.every((m) => m.type === 0x48) || this.tr.answerAlone(b))) {
         this.waiting.shift();
         continue;
       }
@@ -283,11 +285,17 @@ export class MuxLink implements ServerOwner {
     const last = b.msgs[b.msgs.length - 1].type;
     const whole = last === 0x53 || last === 0x51;
     const retryable = this.host.router.spreadsReads === true && whole && node !== primary && b.info!.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
-    if (retryable) this.retry.watch(b, 'replica');
-    // A batch the server answers at once (not a Parse still waiting for its Sync).
-    else if (this.fresh && this.status === I && !this.unsynced && (whole || last === 0x48 || last === 0x46)) this.retry.watch(b, 'fresh');
+    // The first batch on a connection just taken, if the server answers
+    // it at once (not a Parse still waiting for its Sync) and owes it
+    // something (not only replies pgmux makes up).
+    const fresh = !retryable && this.fresh && this.status === I && !this.unsynced && (whole || last === 0x46 || last === 0x48);
     this.fresh = false;
-    this.send(b, b.info!);
+    if (retryable) this.retry.watch(b, 'replica');
+    const registered = this.send(b, b.info!);
+    if (fresh && this.relay.queue.pendingFromServer > 0) {
+      this.retry.watch(b, 'fresh');
+      this.retry.noteRegistered(b, registered);
+    }
     return null;
   }
 
@@ -439,7 +447,8 @@ export class MuxLink implements ServerOwner {
     this.parked.set(node, conn);
   }
 
-  private send(b: Batch, info: BatchInfo): void {
+  /** Returns the client statement names the batch defined. */
+  private send(b: Batch, info: BatchInfo): string[] {
     const conn = this.server!;
     const state = this.sessionStateOf(info);
     if (state !== null && this.pinned === null) {
@@ -472,6 +481,7 @@ export class MuxLink implements ServerOwner {
         conn.socket.once('drain', () => this.host.resumeClient());
       }
     }
+    return out.registered;
   }
 
   // -------------------------------------------------------------- server side
