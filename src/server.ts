@@ -239,6 +239,17 @@ export class PgmuxServer {
           .filter((n) => n !== ''),
       ),
       noticePerNodeStatement: c.notice_per_node_statement,
+      // As PgBouncer: client_idle_timeout is that of the user the client logs in as, the others that of the user its server connections log in as.
+      clientTimeouts: (clientUser, serverUser) => {
+        const client = c.users[clientUser];
+        const server = c.users[serverUser];
+        return {
+          clientIdleMs: s(client?.client_idle_timeout ?? c.client_idle_timeout),
+          idleTransactionMs: s(server?.idle_transaction_timeout ?? c.idle_transaction_timeout),
+          queryMs: s(server?.query_timeout ?? c.query_timeout),
+          transactionMs: s(server?.transaction_timeout ?? c.transaction_timeout),
+        };
+      },
       sniDomains: c.sni_domain
         .split(',')
         .map((d) => d.trim().toLowerCase())
@@ -479,6 +490,7 @@ export class PgmuxServer {
     // A new limit starts counting afresh.
     if (Object.hasOwn(settings, 'auth_failure_limit')) this.ctx.authFailures = new FailureLimiter(config.auth_failure_limit);
     this.sessionSettings = this.makeSessionSettings();
+    for (const session of this.sessions) session.settingsChanged();
     const { added, changed, removed } = await this.registry.reload(config);
     for (const name of [...changed, ...removed]) this.pools.drain(name);
     this.pools.reconfigure();

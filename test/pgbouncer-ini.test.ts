@@ -225,6 +225,28 @@ describe('pgbouncer.ini strictness', () => {
     expect((await iniConfig('[pgbouncer]\n')).warnings).toEqual([]);
   });
 
+  it('the client timeouts map; a [users] timeout of 0 or less is not set, as in PgBouncer', async () => {
+    const { config, warnings } = await iniConfig(
+      [
+        '[pgbouncer]',
+        'client_idle_timeout = 30',
+        'idle_transaction_timeout = 5',
+        'query_timeout = 10.5',
+        'transaction_timeout = 60',
+        '[users]',
+        'app = client_idle_timeout=7 query_timeout=0 idle_transaction_timeout=-1 transaction_timeout=3',
+      ].join('\n'),
+    );
+    expect(config).toMatchObject({
+      client_idle_timeout: 30,
+      idle_transaction_timeout: 5,
+      query_timeout: 10.5,
+      transaction_timeout: 60,
+    });
+    expect(config.users.app).toEqual({ client_idle_timeout: 7, transaction_timeout: 3 });
+    expect(warnings).toEqual([]);
+  });
+
   it('user maps: pgmux switches to that OS user once listening; empty is not set', async () => {
     expect((await iniConfig('[pgbouncer]\nuser = postgres\n')).config.user).toBe('postgres');
     expect((await iniConfig('[pgbouncer]\nuser =\n')).config.user).toBeUndefined();

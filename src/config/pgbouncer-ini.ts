@@ -127,8 +127,9 @@ class Translation {
       return undefined;
     }
     const v = this.read(rule.value ?? 'string', label.split('.').pop()!, value, line);
-    // A negative duration of a [databases] or [users] entry is PgBouncer's "not set".
-    return rule.value === 'seconds' && typeof v === 'number' && v < 0 ? undefined : v;
+    // A negative duration of a [databases] or [users] entry is PgBouncer's "not set", and so is 0 where the key says so.
+    if (rule.value === 'seconds' && typeof v === 'number' && (v < 0 || (v === 0 && rule.zeroUnset === true))) return undefined;
+    return v;
   }
 
   unknown(line: number, what: string, key: string, known: readonly string[]): void {

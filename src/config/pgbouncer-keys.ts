@@ -18,7 +18,8 @@ export type ValueKind = 'string' | 'integer' | 'seconds';
 
 export type KeyRule =
   // `value` is only given where no pgmux setting says how to read it (entries of [databases] and [users]).
-  | { kind: 'map'; value?: ValueKind; to?: string }
+  // `zeroUnset`: 0 is PgBouncer's "not set" for the key (the global value applies).
+  | { kind: 'map'; value?: ValueKind; to?: string; zeroUnset?: boolean }
   | { kind: 'ignore' }
   | { kind: 'refuse'; why: string; unless?: (value: string) => boolean };
 
@@ -27,6 +28,8 @@ const same: KeyRule = { kind: 'map' };
 /** The same, for a pgmux setting of another name. */
 const renamed = (to: string): KeyRule => ({ kind: 'map', to });
 const map = (value: ValueKind, to?: string): KeyRule => ({ kind: 'map', value, to });
+/** A [users] timeout: PgBouncer lets a user's value win only when it is above 0. */
+const userTimeout: KeyRule = { kind: 'map', value: 'seconds', zeroUnset: true };
 const ignore: KeyRule = { kind: 'ignore' };
 const refuse = (why: string, unless?: (value: string) => boolean): KeyRule => ({ kind: 'refuse', why, unless });
 
@@ -61,7 +64,7 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   auth_user: same,
   autodb_idle_timeout: ignore,
   cancel_wait_timeout: ignore,
-  client_idle_timeout: ignore,
+  client_idle_timeout: same,
   client_login_timeout: same,
   client_tls13_ciphers: refuse(TLS_TUNING, empty),
   client_tls_ca_file: ignore,
@@ -79,7 +82,7 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   dns_max_ttl: ignore,
   dns_nxdomain_ttl: ignore,
   dns_zone_check_period: ignore,
-  idle_transaction_timeout: ignore,
+  idle_transaction_timeout: same,
   ignore_startup_parameters: same,
   job_name: ignore,
   // listen_addr and listen_port have rules of their own.
@@ -103,7 +106,7 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   pidfile: renamed('pid_file'),
   pkt_buf: ignore,
   pool_mode: same,
-  query_timeout: ignore,
+  query_timeout: same,
   query_wait_notify: ignore,
   query_wait_timeout: same,
   reserve_pool_size: same,
@@ -146,7 +149,7 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   tcp_socket_buffer: ignore,
   tcp_user_timeout: ignore,
   track_extra_parameters: same,
-  transaction_timeout: ignore,
+  transaction_timeout: same,
   unix_socket_dir: same,
   // unix_socket_group and user have a rule of their own (empty is not set).
   unix_socket_group: same,
@@ -188,14 +191,14 @@ export const DATABASE_KEYS: Record<string, KeyRule> = {
 export const USER_KEYS: Record<string, KeyRule> = {
   pool_mode: map('string'),
   pool_size: map('integer', 'default_pool_size'),
-  client_idle_timeout: ignore,
-  idle_transaction_timeout: ignore,
+  client_idle_timeout: userTimeout,
+  idle_transaction_timeout: userTimeout,
   max_user_client_connections: map('integer', 'max_user_client_conn'),
   max_user_connections: map('integer'),
-  query_timeout: ignore,
+  query_timeout: userTimeout,
   query_wait_timeout: map('seconds'),
   reserve_pool_size: map('integer'),
-  transaction_timeout: ignore,
+  transaction_timeout: userTimeout,
 };
 
 /** Sections of a pgbouncer.ini; [peers] (cancel forwarding between PgBouncers) has no effect on pgmux. */

@@ -111,6 +111,11 @@ export const UserSchema = z.strictObject({
   max_user_connections: z.int().min(0).optional(),
   max_user_client_conn: z.int().min(0).optional(),
   query_wait_timeout: seconds().optional(),
+  // PgBouncer's [users] timeouts: this user's, winning over the global ones (0: none for this user).
+  client_idle_timeout: seconds().optional(),
+  idle_transaction_timeout: seconds().optional(),
+  query_timeout: seconds().optional(),
+  transaction_timeout: seconds().optional(),
 });
 
 export const ConfigSchema = z
@@ -170,6 +175,26 @@ export const ConfigSchema = z
     query_wait_timeout: setting(
       seconds().default(120),
       'Seconds a client waits for a server connection before it is disconnected; 0 waits forever',
+      'seconds',
+    ),
+    client_idle_timeout: setting(
+      seconds().default(0),
+      'Seconds a logged-in client may stay idle outside a transaction before it is disconnected; 0: no limit',
+      'seconds',
+    ),
+    idle_transaction_timeout: setting(
+      seconds().default(0),
+      'Seconds a client may stay idle inside a transaction block before it is disconnected and its transaction rolled back; 0: no limit',
+      'seconds',
+    ),
+    query_timeout: setting(
+      seconds().default(0),
+      'Seconds a statement may run (or a transaction block stay idle) before its client is disconnected and the statement cancelled; 0: no limit',
+      'seconds',
+    ),
+    transaction_timeout: setting(
+      seconds().default(0),
+      'Seconds a transaction may last before its client is disconnected and the transaction rolled back; 0: no limit',
       'seconds',
     ),
     server_idle_timeout: setting(seconds().default(600), 'Seconds an unused server connection is kept open', 'seconds'),

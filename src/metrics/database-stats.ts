@@ -159,6 +159,28 @@ export class ClientCounters {
     }
   }
 
+  /**
+   * A statement is under way: the client sent something after its last
+   * ReadyForQuery and has not had the next one yet.
+   */
+  get running(): boolean {
+    return !this.idle;
+  }
+
+  /**
+   * When the statement under way began (the client's first bytes after
+   * the last ReadyForQuery), or, with none, when the last one ended: in
+   * performance.now() milliseconds; -1 before the first.
+   */
+  get activitySinceMs(): number {
+    return this.queryStart < 0 ? -1 : this.queryStart / 1000;
+  }
+
+  /** When the transaction under way began (its first statement), in performance.now() milliseconds; -1 outside one. */
+  get transactionSinceMs(): number {
+    return this.inXact ? this.xactStart / 1000 : -1;
+  }
+
   /** A server connection was lent to this client after `waitedUs`. */
   assigned(waitedUs: number): void {
     this.db.assignments++;

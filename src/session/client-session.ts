@@ -39,6 +39,8 @@ import { loadClassifier } from '../sql/classify.ts';
 import { ADMIN_DATABASES, ADMIN_ENDPOINT, AdminLink } from '../admin/session.ts';
 import { ClientCounters, type DatabaseStats } from '../metrics/database-stats.ts';
 import type { Rights } from '../admin/console.ts';
+import { ClientTimeouts, type ClientActivity, type WatchedClient } from './client-timeouts.ts';
+import type { ClientTimeoutLimits } from './context.ts';
 
 const enum_ = {
   startup: 0,
@@ -75,7 +77,7 @@ const HANG_UP_GRACE_MS = 5000;
  * direct one for session pooling on one node, the message-level one for
  * transaction and statement pooling and for reads spread over replicas.
  */
-export class ClientSession implements CancelTarget {
+export class ClientSession implements CancelTarget, WatchedClient {
   readonly id = nextId++;
   socket: net.Socket;
   /** The TLS server name (SNI) the client sent, lower-cased. */
@@ -251,6 +253,44 @@ export class ClientSession implements CancelTarget {
     if (link.busyServer() !== null) return true;
     const status = link instanceof MuxLink ? link.status : link instanceof SessionLink ? link.transactionStatus : IDLE;
     return status !== IDLE;
+  }
+
+  /** client_idle_timeout and the other client timeouts, once logged in (not for the admin console). */
+  private timeouts: ClientTimeouts | null = null;
+  /** When the login completed, in performance.now() milliseconds. */
+  private readyAtMs = 0;
+
+  /** What the client timeouts look at: the loop's own times, read only when a timer wakes. */
+  activity(): ClientActivity | null {
+    const link = this.link;
+    const counters = this.counters;
+    if (this.phase !== enum_.ready || counters === null || link === null || link instanceof AdminLink) return null;
+    const status = link instanceof MuxLink ? link.status : (link as SessionLink).transactionStatus;
+    const state =
+      this.waitingSince !== null
+        ? 'waiting'
+        : link.busyServer() !== null || counters.running
+          ? 'active'
+          : status === IDLE
+            ? 'idle'
+            : 'idle in transaction';
+    return { state, since: Math.max(counters.activitySinceMs, this.readyAtMs), transactionSince: counters.transactionSinceMs };
+  }
+
+  timeoutLimits(): ClientTimeoutLimits {
+    const limits = this.ctx.settings().clientTimeouts(this.user, this.key?.user ?? this.user);
+    // WAL streaming is one statement for as long as it lasts.
+    return this.replication === null ? limits : { ...limits, queryMs: 0, transactionMs: 0 };
+  }
+
+  /** A client timeout was reached: the client gets PgBouncer's words, and what it held is given back as when a client leaves. */
+  timedOut(reason: string): void {
+    this.fatal(new PgError(SqlState.PROTOCOL_VIOLATION, reason));
+  }
+
+  /** The configuration was reloaded: the client timeouts are read again. */
+  settingsChanged(): void {
+    if (this.phase === enum_.ready) this.timeouts?.watch();
   }
 
   currentServer() {
@@ -592,6 +632,9 @@ export class ClientSession implements CancelTarget {
     this.socket.write(Buffer.concat(out));
     this.phase = enum_.ready;
     this.log.info({ user: this.user, database: this.database, endpoint: this.endpointName, server: this.server?.id, mode: this.mode, replication: this.replication ?? undefined }, 'login');
+    this.readyAtMs = performance.now();
+    this.timeouts = new ClientTimeouts(this);
+    this.timeouts.watch();
     const early = this.early;
     this.early = [];
     if (early.length > 0) counters.clientSent();
@@ -786,6 +829,7 @@ export class ClientSession implements CancelTarget {
     const wasLoggedIn = this.phase === enum_.ready;
     this.phase = enum_.closed;
     this.stopLoginTimer();
+    this.timeouts?.stop();
     if (this.cancelKey !== null) this.ctx.cancels.unregister(this.cancelKey.processId);
     this.ctx.clientGone(this);
     this.ctx.stats.bytesIn += this.socket.bytesRead;

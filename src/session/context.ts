@@ -41,6 +41,20 @@ export interface SessionSettings {
   noticePerNodeStatement: boolean;
   /** Domains under which a TLS server name's first label names an endpoint. */
   sniDomains: readonly string[];
+  /**
+   * The client timeouts for a client that logged in as `clientUser` and
+   * whose server connections log in as `serverUser` (an endpoint's forced
+   * user, else the same), as PgBouncer picks each user's [users] value.
+   */
+  clientTimeouts(clientUser: string, serverUser: string): ClientTimeoutLimits;
+}
+
+/** PgBouncer's client timeouts, in ms; 0 turns one off. */
+export interface ClientTimeoutLimits {
+  clientIdleMs: number;
+  idleTransactionMs: number;
+  queryMs: number;
+  transactionMs: number;
 }
 
 /** Totals for SHOW STATS and /metrics (bytes of live clients are added when shown). */

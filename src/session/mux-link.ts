@@ -84,6 +84,11 @@ export class MuxLink implements ServerOwner {
     this.reader = new MessageReader(host.maxPacketSize, FRONTEND_TYPES);
     this.relay = new Relay((b) => this.toClient([b]), {
       onReady: (status, forwarded) => this.onReady(status, forwarded),
+      // Counted as the server's are: the client's statement ended there (SHOW STATS, the client timeouts).
+      onMadeUpReady: (status) => {
+        this.host.stats.queries++;
+        if (status === I) this.host.stats.transactions++;
+      },
       onParameterStatus: (body, forwarded) => this.onParameterStatus(body, forwarded),
       onError: (body, forwarded) => this.onServerError(body, forwarded),
       onOutOfStep: (type) => this.onOutOfStep(type),

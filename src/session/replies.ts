@@ -88,6 +88,8 @@ function isExtended(type: number): boolean {
 export interface RelayEvents {
   /** A ReadyForQuery the client will see (or that ended an injected query). */
   onReady(status: number, forwarded: boolean): void;
+  /** A ReadyForQuery pgmux made up (a run it answered or refused alone) was written to the client. */
+  onMadeUpReady?(status: number): void;
   /** ParameterStatus from the server; return true to pass it on to the client. */
   onParameterStatus(body: Buffer, forwarded: boolean): boolean;
   /** The first ErrorResponse body of a client's statement, for bookkeeping. */
@@ -170,6 +172,7 @@ export class ReplyQueue {
       this.pop();
       e.onDone?.();
       this.write(e.bytes ?? readyForQuery(String.fromCharCode(this.status) as 'I'));
+      if (e.bytes == null) this.events.onMadeUpReady?.(this.status);
     }
   }
 
