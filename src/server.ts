@@ -25,7 +25,7 @@ import type { PoolMode, SessionContext, SessionSettings } from './session/contex
 import { PgError, SqlState } from './protocol/errors.ts';
 import { loadClassifier } from './sql/classify.ts';
 import { StatementIds } from './session/statements.ts';
-import { DatabaseStats, STATS_PERIOD_MS, zeroTotals, type DatabaseTotals } from './metrics/database-stats.ts';
+import { DatabaseStats, statsLine, zeroTotals, type DatabaseTotals } from './metrics/database-stats.ts';
 import { Listeners, type Listening } from './listeners.ts';
 import { HostChoice, type HostAddress } from './routing/host-list.ts';
 import { shownPath } from './unix-socket.ts';
@@ -139,11 +139,14 @@ export class PgmuxServer {
   /** SHOW STATS: per database, with averages over each stats period. */
   readonly databaseStats: DatabaseStats;
 
-  /** @param opts.statsPeriodMs how often SHOW STATS_AVERAGES is taken (PgBouncer's stats_period, 60 s). */
-  constructor(config: Config, opts: { logger?: Logger; statsPeriodMs?: number } = {}) {
+  constructor(config: Config, opts: { logger?: Logger } = {}) {
     this.config = config;
-    this.databaseStats = new DatabaseStats(opts.statsPeriodMs ?? STATS_PERIOD_MS, (counters) => this.databaseTotals(counters));
     this.log = opts.logger ?? createLogger({ level: config.log_level, format: config.log_format });
+    this.databaseStats = new DatabaseStats(
+      s(config.stats_period),
+      (counters) => this.databaseTotals(counters),
+      () => this.logStats(),
+    );
     this.registry = new EndpointRegistry(config, this.log);
     this.sessionSettings = this.makeSessionSettings();
     this.credentials = new CredentialStore(credentialOptions(config));
@@ -198,6 +201,13 @@ export class PgmuxServer {
     });
   }
 
+  /** log_stats: each stats_period, the averages of every database together, in PgBouncer's words. */
+  private logStats(): void {
+    if (!this.config.log_stats) return;
+    const a = this.databaseStats.overall();
+    this.log.info({ xacts: a.xacts, queries: a.queries, received: a.received, sent: a.sent, xactUs: a.xactTimeUs, queryUs: a.queryTimeUs, waitUs: a.waitTimeUs }, statsLine(a));
+  }
+
   /** Each database's counters, with what its connected clients have sent and received so far. */
   private databaseTotals(counters: ReadonlyMap<string, DatabaseTotals>): Map<string, DatabaseTotals> {
     const out = new Map<string, DatabaseTotals>();
@@ -250,6 +260,9 @@ export class PgmuxServer {
           transactionMs: s(server?.transaction_timeout ?? c.transaction_timeout),
         };
       },
+      logConnections: c.log_connections,
+      logDisconnections: c.log_disconnections,
+      logPoolerErrors: c.log_pooler_errors,
       sniDomains: c.sni_domain
         .split(',')
         .map((d) => d.trim().toLowerCase())
@@ -491,6 +504,7 @@ export class PgmuxServer {
     if (Object.hasOwn(settings, 'auth_failure_limit')) this.ctx.authFailures = new FailureLimiter(config.auth_failure_limit);
     this.sessionSettings = this.makeSessionSettings();
     for (const session of this.sessions) session.settingsChanged();
+    this.databaseStats.setPeriod(s(config.stats_period));
     const { added, changed, removed } = await this.registry.reload(config);
     for (const name of [...changed, ...removed]) this.pools.drain(name);
     this.pools.reconfigure();

@@ -135,7 +135,7 @@ describe('SET on the admin console: PgBouncer\'s settings, applied as RELOAD app
       }
     }
     // What pgmux has no equivalent of at all, and one it will not take.
-    expect(await failure(admin.query('SET stats_period = 10'))).toMatchObject({ code: '0A000', message: 'pgmux has no setting like PgBouncer\'s "stats_period"' });
+    expect(await failure(admin.query('SET server_round_robin = 1'))).toMatchObject({ code: '0A000', message: 'pgmux has no setting like PgBouncer\'s "server_round_robin"' });
     const refused = await failure(admin.query("SET server_tls_cert_file = '/etc/cert.pem'"));
     expect(refused).toMatchObject({ code: '0A000', message: 'PgBouncer\'s setting "server_tls_cert_file" is not supported' });
     expect(refused.detail).toBeTruthy();

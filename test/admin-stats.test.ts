@@ -21,9 +21,10 @@ async function startWithPeriod(statsPeriodMs: number, overrides: Record<string, 
     auth_file: authFile,
     admin_users: 'app',
     ...trustSettings(),
+    stats_period: statsPeriodMs / 1000,
     ...overrides,
   });
-  const server = new PgmuxServer(config, { logger: pino({ level: 'silent' }), statsPeriodMs });
+  const server = new PgmuxServer(config, { logger: pino({ level: 'silent' }) });
   const { port } = await server.start();
   const url = (database: string) => `postgresql://app@127.0.0.1:${port}/${database}`;
   return {

@@ -168,3 +168,69 @@ describe('log lines at the default level', () => {
     expect(log.raw.join('\n')).not.toContain(c.roles.app.password);
   });
 });
+
+describe('log_connections, log_disconnections, log_pooler_errors, log_stats', () => {
+  const INFO = 30;
+  const infos = (lines: Line[], msg: string) => lines.filter((l) => l.level === INFO && l.msg === msg);
+
+  it('logins and disconnections are info lines by default, debug lines when switched off', async () => {
+    const on = capture();
+    const a = await pgmuxWith({}, on.logger);
+    const c = new pg.Client({ connectionString: a.url() });
+    await c.connect();
+    await c.end();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(infos(on.lines(), 'login')).toHaveLength(1);
+    expect(infos(on.lines(), 'disconnect')).toEqual([expect.objectContaining({ reason: 'client sent Terminate' })]);
+
+    const off = capture('debug');
+    const b = await pgmuxWith({ log_connections: false, log_disconnections: false }, off.logger);
+    const d = new pg.Client({ connectionString: b.url() });
+    await d.connect();
+    await d.end();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(infos(off.lines(), 'login')).toEqual([]);
+    expect(infos(off.lines(), 'disconnect')).toEqual([]);
+    expect(off.lines().filter((l) => l.msg === 'login' || l.msg === 'disconnect').map((l) => l.level)).toEqual([20, 20]);
+  });
+
+  it('an error pgmux sends a client it disconnects is a warning, unless log_pooler_errors is off', async () => {
+    for (const logPoolerErrors of [true, false]) {
+      const log = capture();
+      const pgmux = await pgmuxWith({ client_idle_timeout: 0.2, log_pooler_errors: logPoolerErrors }, log.logger);
+      const c = new pg.Client({ connectionString: pgmux.url() });
+      c.on('error', () => {});
+      const ended = new Promise<void>((r) => c.on('end', () => r()));
+      await c.connect();
+      await ended;
+      const lines = warnings(log.lines(), /^pooler error/);
+      if (logPoolerErrors) expect(lines).toEqual([expect.objectContaining({ msg: 'pooler error: client_idle_timeout', user: 'app', database: 'appdb', code: '08P01' })]);
+      else expect(lines).toEqual([]);
+      expect(infos(log.lines(), 'disconnect')).toEqual([expect.objectContaining({ reason: 'client_idle_timeout' })]);
+    }
+  });
+
+  it('every stats_period, the averages in PgBouncer\'s words; log_stats and stats_period change at run time', async () => {
+    const log = capture();
+    const pgmux = await pgmuxWith({ stats_period: 0.25 }, log.logger);
+    const c = new pg.Client({ connectionString: pgmux.url() });
+    await c.connect();
+    for (let i = 0; i < 5; i++) await c.query('SELECT 1');
+    await c.end();
+    await new Promise((r) => setTimeout(r, 700));
+    const stats = () => log.lines().filter((l) => l.level === INFO && String(l.msg).startsWith('stats: '));
+    expect(stats().length).toBeGreaterThanOrEqual(2);
+    for (const l of stats()) expect(l.msg).toMatch(/^stats: \d+ xacts\/s, \d+ queries\/s, in \d+ B\/s, out \d+ B\/s, xact \d+ us, query \d+ us, wait \d+ us$/);
+    // The period that saw the five queries says so.
+    expect(stats().some((l) => (l.queries as number) > 0)).toBe(true);
+
+    await pgmux.server.reload({ ...pgmux.server.currentConfig, log_stats: false });
+    const before = stats().length;
+    await new Promise((r) => setTimeout(r, 600));
+    expect(stats().length).toBe(before);
+
+    await pgmux.server.reload({ ...pgmux.server.currentConfig, log_stats: true, stats_period: 60 });
+    await new Promise((r) => setTimeout(r, 600));
+    expect(stats().length).toBe(before);
+  });
+});

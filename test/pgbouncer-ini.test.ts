@@ -225,7 +225,7 @@ describe('pgbouncer.ini strictness', () => {
     expect((await iniConfig('[pgbouncer]\n')).warnings).toEqual([]);
   });
 
-  it('the client timeouts map; a [users] timeout of 0 or less is not set, as in PgBouncer', async () => {
+  it('the client timeouts, stats_period and the log switches map; a [users] timeout of 0 or less is not set, as in PgBouncer', async () => {
     const { config, warnings } = await iniConfig(
       [
         '[pgbouncer]',
@@ -233,6 +233,11 @@ describe('pgbouncer.ini strictness', () => {
         'idle_transaction_timeout = 5',
         'query_timeout = 10.5',
         'transaction_timeout = 60',
+        'stats_period = 30',
+        'log_connections = 0',
+        'log_disconnections = 0',
+        'log_pooler_errors = 0',
+        'log_stats = 1',
         '[users]',
         'app = client_idle_timeout=7 query_timeout=0 idle_transaction_timeout=-1 transaction_timeout=3',
       ].join('\n'),
@@ -242,9 +247,16 @@ describe('pgbouncer.ini strictness', () => {
       idle_transaction_timeout: 5,
       query_timeout: 10.5,
       transaction_timeout: 60,
+      stats_period: 30,
+      log_connections: false,
+      log_disconnections: false,
+      log_pooler_errors: false,
+      log_stats: true,
     });
     expect(config.users.app).toEqual({ client_idle_timeout: 7, transaction_timeout: 3 });
     expect(warnings).toEqual([]);
+    const { problems } = await iniProblems('[pgbouncer]\nlog_connections = yes\n');
+    expect(problems).toEqual([expect.stringContaining('log_connections = "yes": expected an integer')]);
   });
 
   it('user maps: pgmux switches to that OS user once listening; empty is not set', async () => {

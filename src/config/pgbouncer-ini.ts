@@ -206,6 +206,12 @@ function translatePgbouncer(t: Translation, entries: IniEntry[]): void {
     }
     // Empty is PgBouncer's "not set": a setting pgmux leaves unset by default stays unset.
     if (value === '' && setting.default === undefined) continue;
+    if (setting.kind === 'boolean') {
+      // PgBouncer's switches are integers: 0 is off, anything else on.
+      const on = t.read('integer', key, value, line);
+      if (on !== undefined) t.config[to] = on !== 0;
+      continue;
+    }
     const kind: ValueKind = setting.kind === 'integer' ? 'integer' : setting.kind === 'number' ? 'seconds' : 'string';
     const v = t.read(kind, key, value, line);
     if (v !== undefined) t.config[to] = v;

@@ -244,6 +244,15 @@ export const ConfigSchema = z
     log_format: setting(z.enum(LOG_FORMATS).default('auto'), 'Log lines as JSON, readable text, or text only when stdout is a terminal', 'format'),
     log_file: setting(z.string().min(1).optional(), 'File log lines are appended to instead of standard output; reopened on SIGHUP', 'file'),
     pid_file: setting(z.string().min(1).optional(), 'File pgmux writes its process id to once listening, and removes when it stops', 'file'),
+    log_connections: setting(z.boolean().default(true), 'Log each client login at info level (else at debug)', 'bool'),
+    log_disconnections: setting(z.boolean().default(true), 'Log each client disconnection, with its reason, at info level (else at debug)', 'bool'),
+    log_pooler_errors: setting(z.boolean().default(true), 'Log, as a warning, the error pgmux itself sends a logged-in client it disconnects', 'bool'),
+    log_stats: setting(z.boolean().default(true), 'Log the averages of every stats_period', 'bool'),
+    stats_period: setting(
+      z.number().positive().default(60),
+      'Seconds between the averages of SHOW STATS_AVERAGES and of the stats log line',
+      'seconds',
+    ),
 
     // Transaction pooling
     max_prepared_statements: setting(

@@ -37,25 +37,76 @@ export interface DatabaseAverages {
   waitTimeUs: number;
 }
 
-/** PgBouncer's stats_period: how often averages are taken. */
-export const STATS_PERIOD_MS = 60_000;
+/**
+ * PgBouncer's stats log line, without its prepared-statement counts
+ * (pgmux does not count parses and binds per database).
+ */
+export function statsLine(a: DatabaseAverages): string {
+  return `stats: ${a.xacts} xacts/s, ${a.queries} queries/s, in ${a.received} B/s, out ${a.sent} B/s, xact ${a.xactTimeUs} us, query ${a.queryTimeUs} us, wait ${a.waitTimeUs} us`;
+}
+
+/** The averages over a period of `seconds` from the totals at its start and at its end. */
+function averagesOf(now: DatabaseTotals, then: DatabaseTotals, seconds: number): DatabaseAverages {
+  const d = (k: keyof DatabaseTotals) => now[k] - then[k];
+  const per = (total: number, count: number) => (count > 0 ? Math.round(total / count) : 0);
+  return {
+    assignments: Math.round(d('assignments') / seconds),
+    xacts: Math.round(d('xacts') / seconds),
+    queries: Math.round(d('queries') / seconds),
+    received: Math.round(d('received') / seconds),
+    sent: Math.round(d('sent') / seconds),
+    xactTimeUs: per(d('xactTimeUs'), d('xacts')),
+    queryTimeUs: per(d('queryTimeUs'), d('queries')),
+    waitTimeUs: per(d('waitTimeUs'), d('assignments')),
+  };
+}
+
+function sum(totals: Iterable<DatabaseTotals>): DatabaseTotals {
+  const out = zeroTotals();
+  for (const t of totals) for (const k of Object.keys(out) as (keyof DatabaseTotals)[]) out[k] += t[k];
+  return out;
+}
 
 /**
- * The counters of every database, and the averages of the last period.
- * `current` gives the totals as they stand (the counters here, plus what
- * connected clients have sent and received so far).
+ * The counters of every database, and the averages of the last period
+ * (PgBouncer's stats_period). `current` gives the totals as they stand
+ * (the counters here, plus what connected clients have sent and received
+ * so far); `onPeriod` is told when a period ends (the stats log line).
  */
 export class DatabaseStats {
   private readonly counters = new Map<string, DatabaseTotals>();
-  private readonly periodMs: number;
+  private periodMs: number;
   private readonly current: () => Map<string, DatabaseTotals>;
+  private readonly onPeriod: () => void;
   private previous = new Map<string, DatabaseTotals>();
   private latest = new Map<string, DatabaseTotals>();
+  /** How long the last whole period lasted, in seconds (a change of period makes one shorter or longer). */
+  private lastSeconds: number;
+  private lastAt = 0;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(periodMs: number, current: (counters: ReadonlyMap<string, DatabaseTotals>) => Map<string, DatabaseTotals>) {
+  constructor(periodMs: number, current: (counters: ReadonlyMap<string, DatabaseTotals>) => Map<string, DatabaseTotals>, onPeriod: () => void = () => {}) {
     this.periodMs = periodMs;
+    this.lastSeconds = periodMs / 1000;
     this.current = () => current(this.counters);
+    this.onPeriod = onPeriod;
+  }
+
+  /** A new stats_period: the period under way ends at its new length, counted from its start. */
+  setPeriod(periodMs: number): void {
+    if (periodMs === this.periodMs) return;
+    this.periodMs = periodMs;
+    if (this.timer === null) {
+      this.lastSeconds = periodMs / 1000;
+      return;
+    }
+    clearInterval(this.timer);
+    const left = Math.max(0, this.lastAt + periodMs - performance.now());
+    this.timer = setTimeout(() => {
+      this.endPeriod();
+      this.every(periodMs);
+    }, left);
+    this.timer.unref();
   }
 
   /** The counters of one database, made on first use. */
@@ -71,11 +122,22 @@ export class DatabaseStats {
   /** Starts taking a snapshot each period. */
   start(): void {
     this.latest = this.current();
-    this.timer = setInterval(() => {
-      this.previous = this.latest;
-      this.latest = this.current();
-    }, this.periodMs);
+    this.lastAt = performance.now();
+    this.every(this.periodMs);
+  }
+
+  private every(periodMs: number): void {
+    this.timer = setInterval(() => this.endPeriod(), periodMs);
     this.timer.unref();
+  }
+
+  private endPeriod(): void {
+    const now = performance.now();
+    this.lastSeconds = (now - this.lastAt) / 1000;
+    this.lastAt = now;
+    this.previous = this.latest;
+    this.latest = this.current();
+    this.onPeriod();
   }
 
   stop(): void {
@@ -90,23 +152,13 @@ export class DatabaseStats {
   /** Averages over the last whole period (zero before the first has ended). */
   averages(): Map<string, DatabaseAverages> {
     const out = new Map<string, DatabaseAverages>();
-    const seconds = this.periodMs / 1000;
-    for (const [db, now] of this.latest) {
-      const then = this.previous.get(db) ?? zeroTotals();
-      const d = (k: keyof DatabaseTotals) => now[k] - then[k];
-      const per = (total: number, count: number) => (count > 0 ? Math.round(total / count) : 0);
-      out.set(db, {
-        assignments: Math.round(d('assignments') / seconds),
-        xacts: Math.round(d('xacts') / seconds),
-        queries: Math.round(d('queries') / seconds),
-        received: Math.round(d('received') / seconds),
-        sent: Math.round(d('sent') / seconds),
-        xactTimeUs: per(d('xactTimeUs'), d('xacts')),
-        queryTimeUs: per(d('queryTimeUs'), d('queries')),
-        waitTimeUs: per(d('waitTimeUs'), d('assignments')),
-      });
-    }
+    for (const [db, now] of this.latest) out.set(db, averagesOf(now, this.previous.get(db) ?? zeroTotals(), this.lastSeconds));
     return out;
+  }
+
+  /** The last whole period's averages over every database together: PgBouncer's stats log line. */
+  overall(): DatabaseAverages {
+    return averagesOf(sum(this.latest.values()), sum(this.previous.values()), this.lastSeconds);
   }
 }
 

@@ -582,7 +582,7 @@ export class ClientSession implements CancelTarget, WatchedClient {
         fatal: (err) => this.fatal(err),
       });
       this.phase = enum_.ready;
-      this.log.info({ user: this.user, database: this.database, rights: this.adminRights }, 'admin console login');
+      this.log[this.ctx.settings().logConnections ? 'info' : 'debug']({ user: this.user, database: this.database, rights: this.adminRights }, 'admin console login');
       for (const c of this.early.splice(0)) this.link.onClientData(c);
       this.socket.resume();
       return;
@@ -631,7 +631,10 @@ export class ClientSession implements CancelTarget, WatchedClient {
     out.push(readyForQuery('I'));
     this.socket.write(Buffer.concat(out));
     this.phase = enum_.ready;
-    this.log.info({ user: this.user, database: this.database, endpoint: this.endpointName, server: this.server?.id, mode: this.mode, replication: this.replication ?? undefined }, 'login');
+    this.log[settings.logConnections ? 'info' : 'debug'](
+      { user: this.user, database: this.database, endpoint: this.endpointName, server: this.server?.id, mode: this.mode, replication: this.replication ?? undefined },
+      'login',
+    );
     this.readyAtMs = performance.now();
     this.timeouts = new ClientTimeouts(this);
     this.timeouts.watch();
@@ -790,7 +793,10 @@ export class ClientSession implements CancelTarget, WatchedClient {
         ? err
         : new PgError(SqlState.INTERNAL_ERROR, `internal error: ${(err as Error)?.message ?? String(err)}`);
     if (!(err instanceof PgError)) this.log.error({ err }, 'unexpected error');
-    else if (this.phase === enum_.connecting) {
+    else if (this.phase === enum_.ready) {
+      // log_pooler_errors: what pgmux itself tells a client it disconnects (a failed login has its own line).
+      if (this.ctx.settings().logPoolerErrors) this.log.warn({ user: this.user, database: this.database, code: pgErr.code }, `pooler error: ${pgErr.message}`);
+    } else if (this.phase === enum_.connecting) {
       // Authenticated, but no server connection to serve it: the server is
       // unreachable, timed out or refused the login or a startup setting.
       this.log.warn({ ...this.who(), endpoint: this.endpointName, code: pgErr.code, err: pgErr.message }, 'login failed: no server connection');
@@ -835,7 +841,7 @@ export class ClientSession implements CancelTarget, WatchedClient {
     this.ctx.stats.bytesIn += this.socket.bytesRead;
     this.ctx.stats.bytesOut += this.socket.bytesWritten;
     this.counters?.addBytes(this.socket.bytesRead, this.socket.bytesWritten);
-    if (wasLoggedIn) this.log.info({ reason, durationMs: Date.now() - this.connectedAt }, 'disconnect');
+    if (wasLoggedIn) this.log[this.ctx.settings().logDisconnections ? 'info' : 'debug']({ reason, durationMs: Date.now() - this.connectedAt }, 'disconnect');
     else this.log.debug({ reason }, 'disconnect before login');
     const link = this.link;
     if (link instanceof MuxLink) link.close((c) => sendCancel(c.host, c.port, c.processId, c.secretKey));

@@ -47,6 +47,10 @@ export interface SessionSettings {
    * user, else the same), as PgBouncer picks each user's [users] value.
    */
   clientTimeouts(clientUser: string, serverUser: string): ClientTimeoutLimits;
+  /** log_connections, log_disconnections, log_pooler_errors: those lines at info (warning) level, else at debug. */
+  logConnections: boolean;
+  logDisconnections: boolean;
+  logPoolerErrors: boolean;
 }
 
 /** PgBouncer's client timeouts, in ms; 0 turns one off. */
