@@ -84,11 +84,11 @@ describe('client_idle_timeout', () => {
   });
 
   it('keeps a client that keeps working, and one idle inside a transaction block (idle_transaction_timeout is for that one)', async () => {
-    const pgmux = await pgmuxWith({ client_idle_timeout: 0.5, pool_mode: 'transaction' });
+    const pgmux = await pgmuxWith({ client_idle_timeout: 0.8, pool_mode: 'transaction' });
     const busy = await connect(pgmux.url());
     const inTransaction = await connect(pgmux.url());
     await inTransaction.c.query('BEGIN');
-    for (let i = 0; i < 8; i++) {
+    for (let i = 0; i < 10; i++) {
       await busy.c.query('SELECT 1');
       await sleep(150);
     }
@@ -147,10 +147,10 @@ describe('idle_transaction_timeout', () => {
   }
 
   it('a client that keeps working inside its transaction block is not idle', async () => {
-    const pgmux = await pgmuxWith({ idle_transaction_timeout: 0.5, pool_mode: 'transaction' });
+    const pgmux = await pgmuxWith({ idle_transaction_timeout: 0.8, pool_mode: 'transaction' });
     const { c, ended } = await connect(pgmux.url());
     await c.query('BEGIN');
-    for (let i = 0; i < 8; i++) {
+    for (let i = 0; i < 10; i++) {
       await c.query('SELECT 1');
       await sleep(150);
     }
@@ -193,9 +193,9 @@ describe('query_timeout', () => {
   });
 
   it('statements that each finish in time run for as long as the client likes', async () => {
-    const pgmux = await pgmuxWith({ query_timeout: 0.5, users: { other: { query_timeout: 0.1 } } });
+    const pgmux = await pgmuxWith({ query_timeout: 1, users: { other: { query_timeout: 0.1 } } });
     const { c, ended } = await connect(pgmux.url());
-    for (let i = 0; i < 6; i++) await c.query('SELECT pg_sleep(0.15)');
+    for (let i = 0; i < 8; i++) await c.query('SELECT pg_sleep(0.15)');
     expect(await within(ended, 0)).toBe('pending');
     // Per user: the user pgmux logs in to the servers as.
     const other = await connect(pgmux.url('other'));
@@ -224,9 +224,9 @@ describe('transaction_timeout', () => {
   });
 
   it('statements outside transaction blocks are transactions of their own', async () => {
-    const pgmux = await pgmuxWith({ transaction_timeout: 0.5, pool_mode: 'transaction' });
+    const pgmux = await pgmuxWith({ transaction_timeout: 0.8, pool_mode: 'transaction' });
     const { c, ended } = await connect(pgmux.url());
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 12; i++) {
       await c.query('SELECT 1');
       await sleep(100);
     }
