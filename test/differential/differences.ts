@@ -1,0 +1,103 @@
+/**
+ * The differences between PostgreSQL and pgmux that are there by design,
+ * each with its reason, the modes it holds in and the exact form pgmux's
+ * answer must still have. Everything not listed here (and not normalised
+ * in wire.ts: cancel keys, notification pids, error source fields, the
+ * login's ParameterStatus order and SASL data) must match byte for byte.
+ */
+import { parseErrorFields } from '../../src/protocol/messages.ts';
+import type { Mode } from './modes.ts';
+import type { BackendMsg, Msg } from './protocol.ts';
+import { showBackend } from './protocol.ts';
+
+export interface Difference {
+  id: string;
+  modes: Mode[];
+  reason: string;
+  /**
+   * A step whose messages this is true of gets pgmux's own answer instead
+   * of PostgreSQL's; the runs are compared up to that step and not after
+   * it (the client's state differs from there on by design). Null for
+   * differences the harness avoids rather than checks (see its note).
+   */
+  trigger: ((msgs: Msg[]) => boolean) | null;
+  /** Cases that cannot be compared in these modes at all: registered as skipped, with this reason. */
+  skipsCases?: string[];
+  /** The ErrorResponse pgmux must send, field by field (all of them: no other field may be present). */
+  error?: Record<string, string>;
+  /** The ReadyForQuery status that must follow the error when the step ends its batch (Query or Sync). */
+  readyForQuery?: string;
+}
+
+const BEGIN = /^\s*(begin|start\s+transaction)\b/i;
+const sqlOf = (m: Msg) => (m.t === 'Query' || m.t === 'Parse' ? m.sql : null);
+
+export const DIFFERENCES: Difference[] = [
+  {
+    id: 'STATEMENT_MODE_BEGIN',
+    modes: ['statement'],
+    reason:
+      'statement pooling gives the server connection back after every statement, so it refuses transaction blocks (docs/transaction-pooling.md); the client stays connected and outside any transaction',
+    trigger: (msgs) => msgs.some((m) => BEGIN.test(sqlOf(m) ?? '')),
+    error: {
+      S: 'ERROR',
+      V: 'ERROR',
+      C: '0A000',
+      M: 'transaction blocks are not allowed in statement pooling mode',
+      H: 'Use pool_mode = transaction for this user or endpoint.',
+    },
+    readyForQuery: 'I',
+  },
+  {
+    id: 'POOL_WAIT',
+    modes: ['transaction', 'statement', 'replica'],
+    reason:
+      'with a pool of one server connection, a client waits while another client holds it (inside a transaction block, or with extended-protocol messages not yet synced); directly, each client has its own backend and is answered at once. Hand-written cases never ask a client for anything at such a point; generated scripts skip that step in both runs (Script.skipWhileHeld)',
+    trigger: null,
+  },
+  {
+    id: 'IDLE_CLIENT_HOLDS_NO_BACKEND',
+    modes: ['transaction', 'statement', 'replica'],
+    reason:
+      'between transactions a client holds no server connection: ending the backend pgmux last used for it (pg_terminate_backend) ends a pooled connection, which pgmux drops, and the client is told nothing; directly, the client\'s own backend ends and it gets FATAL 57P01',
+    trigger: null,
+    skipsCases: ['item 19: a backend terminated while its session-mode client is idle sends one FATAL 57P01, then the connection closes'],
+  },
+];
+
+/** The difference that makes a case incomparable in a mode, if any. */
+export function skipFor(name: string, mode: Mode): Difference | undefined {
+  return DIFFERENCES.find((d) => d.modes.includes(mode) && d.skipsCases?.includes(name));
+}
+
+export function differencesFor(mode: Mode): Difference[] {
+  return DIFFERENCES.filter((d) => d.modes.includes(mode) && d.trigger !== null);
+}
+
+/**
+ * Checks pgmux's answer to a step that triggers `d`: what came before the
+ * error is PostgreSQL's, then the listed error, then (when the step ends
+ * its batch) ReadyForQuery with the listed status, and no close. Returns a
+ * problem, or null.
+ */
+export function checkDifference(d: Difference, msgs: Msg[], direct: BackendMsg[], pgmux: BackendMsg[]): string | null {
+  const at = pgmux.findIndex((m) => m.type === 'E');
+  const show = () => pgmux.map((m) => `    ${showBackend(m)}`).join('\n');
+  if (at < 0) return `${d.id}: expected pgmux's ErrorResponse, got:\n${show()}`;
+  for (let i = 0; i < at; i++) {
+    if (direct[i]?.type !== pgmux[i].type || !direct[i].body.equals(pgmux[i].body)) {
+      return `${d.id}: before its error, pgmux's answers differ from PostgreSQL's at message ${i + 1}:\n${show()}`;
+    }
+  }
+  const fields = Object.fromEntries(parseErrorFields(pgmux[at].body));
+  if (JSON.stringify(fields) !== JSON.stringify(d.error)) {
+    return `${d.id}: expected ErrorResponse ${JSON.stringify(d.error)}, got ${JSON.stringify(fields)}`;
+  }
+  const endsBatch = msgs.some((m) => m.t === 'Sync' || m.t === 'Query');
+  const z = pgmux.slice(at + 1).find((m) => m.type === 'Z');
+  if (endsBatch && d.readyForQuery && (!z || z.body.toString('latin1') !== d.readyForQuery)) {
+    return `${d.id}: expected ReadyForQuery ${d.readyForQuery} after the error, got:\n${show()}`;
+  }
+  if (pgmux.some((m) => m.type === '<closed>')) return `${d.id}: pgmux closed the connection after its error:\n${show()}`;
+  return null;
+}
