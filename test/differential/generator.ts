@@ -21,77 +21,27 @@ import { check, leave, send, type Script, type Step } from './script.ts';
 export const GENERATOR_EXCLUDES: Record<string, { modes: Mode[]; knownFailing: string[] }> = {
   /**
    * Extended-protocol messages left without their Sync at the end of an
-   * action (a Flush, or nothing): when one of them fails, pgmux answers
-   * nothing until the Sync, or never gives its server connection back
-   * (also after a Query that PostgreSQL skipped), and a client that leaves
-   * then leaves the connection stuck. Excluded by ending every action that
-   * sends extended messages with a Sync.
+   * action (a Flush, or nothing): in the replica topology, when one of them
+   * fails pgmux answers nothing until the Sync, and a Query sent while the
+   * server skips to the Sync leaves the connection stuck. Excluded by
+   * ending every action that sends extended messages with a Sync.
    */
   unsyncedTail: {
-    modes: ['session', 'transaction', 'statement', 'replica'],
+    modes: ['replica'],
     knownFailing: [
       'item 18: an error before any Sync or Flush is sent at once',
-      'leave after an extended-protocol error, before its Sync: the next client is served',
       'a Query sent while PostgreSQL skips to the Sync gets no answer; the connection is given back after the client leaves',
     ],
   },
   /**
    * A batch written in pieces, so that an error comes back before pgmux has
-   * the batch's Sync: the server connection is never given back. Excluded by
-   * splitting such actions only inside their last message.
+   * the batch's Sync: in the replica topology the server connection is never
+   * given back. Excluded by splitting such actions only inside their last
+   * message.
    */
   splitBeforeSync: {
-    modes: ['transaction', 'statement', 'replica'],
+    modes: ['replica'],
     knownFailing: ['split: a Parse error arrives before the rest of its batch is sent'],
-  },
-  /**
-   * COPY FROM STDIN with its data in the same write: pgmux keeps the server
-   * connection from other clients, or later takes a Sync that arrives in
-   * pieces for a sign that the connection is out of step and closes it.
-   * Excluded by leaving COPY out.
-   */
-  copyFromStdin: {
-    modes: ['transaction', 'statement', 'replica'],
-    knownFailing: ['COPY FROM STDIN in one write, then another client', 'COPY FROM STDIN in one write, then an error whose Sync comes in two pieces'],
-  },
-  /**
-   * A Parse of a statement name already in use, where PostgreSQL reports
-   * something else first (the SQL does not parse; the transaction block
-   * has failed): pgmux answers 42P05. Excluded by closing a name before
-   * parsing it again.
-   */
-  reparseUsedName: {
-    modes: ['transaction', 'statement', 'replica'],
-    knownFailing: [
-      'a second Parse of a used name, with SQL that does not parse: the syntax error comes first',
-      'item 3: in a failed transaction block, a duplicate statement name gets the aborted-transaction error',
-    ],
-  },
-  /**
-   * The unnamed statement used in a later batch than the one that parsed
-   * it, after another client's turn (its named statement, its error):
-   * pgmux answers 26000. Excluded by
-   * parsing the unnamed statement in the batch that uses it.
-   */
-  unnamedStatementAcrossSyncs: {
-    modes: ['transaction', 'statement', 'replica'],
-    knownFailing: [
-      "item 2: the unnamed statement survives Sync after another client's named statement",
-      "item 2: the unnamed statement survives Sync after another client's error",
-    ],
-  },
-  /**
-   * Settings changed by extended-protocol statements: set_config() parsed
-   * and bound but never executed is taken as made, and a SET after a
-   * prepared RESET of the same parameter outlives its client. Excluded by
-   * making SET, RESET and set_config() only in simple Queries.
-   */
-  settingsInExtended: {
-    modes: ['transaction', 'statement', 'replica'],
-    knownFailing: [
-      'item 4: set_config parsed and bound but never executed changes nothing',
-      'parameters: a SET between extended statements ends with its client',
-    ],
   },
 };
 
@@ -124,10 +74,7 @@ function sqlSet(table: string, mode: Mode): string[] {
 type Action = { client: string; msgs: Msg[]; splits: number[] } | { client: string; leave: 'end' | 'destroy' | 'terminate' };
 
 function actionArb(table: string, mode: Mode): fc.Arbitrary<Action> {
-  const all = sqlSet(table, mode);
-  const query = fc.constantFrom(...all);
-  const setting = (s: string) => /set_config|^SET |^RESET /.test(s);
-  const sql = fc.constantFrom(...all.filter((s) => !(setting(s) && excluded('settingsInExtended', mode))));
+  const sql = fc.constantFrom(...sqlSet(table, mode));
   const name = fc.constantFrom(...NAMES);
   const portal = fc.constantFrom(...PORTALS);
   const rows = fc.constantFrom(0, 0, 1, 2);
@@ -143,7 +90,7 @@ function actionArb(table: string, mode: Mode): fc.Arbitrary<Action> {
     fc.constant(Flush),
   );
   const msgs: fc.Arbitrary<Msg[]> = fc.oneof(
-    { weight: 3, arbitrary: query.map((s) => [Query(s)]) },
+    { weight: 3, arbitrary: sql.map((s) => [Query(s)]) },
     {
       weight: 4,
       arbitrary: fc
@@ -153,7 +100,7 @@ function actionArb(table: string, mode: Mode): fc.Arbitrary<Action> {
     { weight: 2, arbitrary: fc.tuple(portal, name, rows).map(([p, n, r]) => [Bind(p, n), Execute(p, r), Sync]) },
     { weight: 2, arbitrary: fc.tuple(fc.array(one, { minLength: 1, maxLength: 4 }), end).map(([m, e]) => [...m, ...e]) },
     { weight: 1, arbitrary: fc.tuple(portal, rows, end).map(([p, r, e]) => [Execute(p, r), ...e]) },
-    ...(excluded('copyFromStdin', mode) ? [] : [{ weight: 1, arbitrary: fc.constant<Msg[]>([Query(`COPY ${table} FROM STDIN`), CopyData('7\tz\n'), CopyDone]) }]),
+    { weight: 1, arbitrary: fc.constant<Msg[]>([Query(`COPY ${table} FROM STDIN`), CopyData('7\tz\n'), CopyDone]) },
   );
   const client = fc.constantFrom('a', 'b');
   return fc.oneof(
@@ -171,30 +118,9 @@ function splitsFor(msgs: Msg[], raw: number[], lastOnly: boolean): number[] | un
   return at.length ? at : undefined;
 }
 
-/** Every Parse of a named statement preceded by a Close of that name. */
-const closeBeforeParse = (msgs: Msg[]) => msgs.flatMap((m) => (m.t === 'Parse' && m.name !== '' ? [Close('S', m.name), m] : [m]));
-
-/** A Parse of the unnamed statement before any use of it that no Parse in the same action precedes. */
-function parseUnnamedFirst(msgs: Msg[]): Msg[] {
-  const out: Msg[] = [];
-  let parsed = false;
-  for (const m of msgs) {
-    if (m.t === 'Parse' && m.name === '') parsed = true;
-    const uses = (m.t === 'Bind' && m.stmt === '') || (m.t === 'Describe' && m.kind === 'S' && m.name === '');
-    if (uses && !parsed) {
-      out.push(Parse('', 'SELECT 1'));
-      parsed = true;
-    }
-    out.push(m);
-  }
-  return out;
-}
-
 function toStep(a: Action, mode: Mode): Step {
   if ('leave' in a) return leave(a.client, a.leave);
-  let msgs = a.msgs;
-  if (excluded('reparseUsedName', mode)) msgs = closeBeforeParse(msgs);
-  if (excluded('unnamedStatementAcrossSyncs', mode)) msgs = parseUnnamedFirst(msgs);
+  const msgs = a.msgs;
   const split = splitsFor(msgs, a.splits, excluded('splitBeforeSync', mode) && msgs.some((m) => EXTENDED.has(m.t)));
   return send(a.client, msgs, split ? { split } : {});
 }

@@ -91,6 +91,8 @@ async function waitDirect(c: WireClient, w: Wait | undefined, from: number, zAtS
 
 export async function runScript(script: Script, t: Target): Promise<Recording> {
   const clients = new Map<string, WireClient>();
+  /** Every socket opened, those of clients that left and came back included, to close at the end. */
+  const opened: WireClient[] = [];
   const cursor = new Map<WireClient, number>();
   const gone = new Set<string>();
   const segments: Segment[] = [];
@@ -124,6 +126,7 @@ export async function runScript(script: Script, t: Target): Promise<Recording> {
 
   const open = async (i: number, client: string, step?: Extract<Step, { do: 'connect' }>) => {
     const c = await WireClient.connect(t.port);
+    opened.push(c);
     clients.set(client, c);
     cursor.set(c, 0);
     gone.delete(client);
@@ -206,7 +209,7 @@ export async function runScript(script: Script, t: Target): Promise<Recording> {
       for (const [name, c] of live) await segment(-1, `${name}: after the last step`, name, c, async () => {});
     }
   } finally {
-    for (const c of clients.values()) c.destroy();
+    for (const c of opened) c.destroy();
   }
   return { segments };
 }
