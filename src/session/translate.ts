@@ -1,7 +1,6 @@
 import { PgError, SqlState } from '../protocol/errors.ts';
 import { errorResponse, query } from '../protocol/messages.ts';
 import {
-  CLOSE_COMPLETE,
   buildParse,
   buildTarget,
   readBind,
@@ -47,6 +46,8 @@ export const FAILING_PARSE = buildParse('pgmux_refused', Buffer.from('SELECT pgm
 /** The same for the simple query protocol. */
 export const FAILING_QUERY = query('SELECT pgmux_refused');
 const CLOSE_UNNAMED = buildTarget('C', 0x53, '');
+/** A Close of a statement name nobody can have made (pgmux's own are pgmux_N). */
+const CLOSE_NOTHING = buildTarget('C', 0x53, 'pgmux closes nothing');
 /**
  * A statement pgmux keeps on a connection so that a client's Parse of a
  * name it already uses can be sent under this name: the server then finds
@@ -201,15 +202,18 @@ export class Translator {
             break;
           }
           if (t !== null && t.kind === 0x53 && mapping) {
-            // The server-side statement stays for other clients; closing a
-            // name that does not exist is no error in PostgreSQL either. A
-            // Close the server would have skipped (after an error) closes nothing.
+            // The server-side statement stays for other clients. The Close
+            // goes to the server under the client's name all the same, so
+            // that its CloseComplete comes when PostgreSQL's would (at the
+            // next Sync or Flush) and a statement the client made with SQL
+            // PREPARE is closed; closing a name that does not exist is no
+            // error. A Close the server skipped (after an error) closes nothing.
             const had = this.statements.get(t.name);
             this.statements.delete(t.name);
+            out.chunks.push(t.name.startsWith('pgmux_') ? CLOSE_NOTHING : msg);
             q.push({
-              kind: enum_.synth,
+              kind: enum_.forward,
               type,
-              bytes: CLOSE_COMPLETE,
               onSkip: () => {
                 if (had !== undefined && !this.statements.has(t.name)) this.statements.set(t.name, had);
               },
