@@ -13,6 +13,7 @@ import { enum_, type ReplyQueue } from './replies.ts';
 import { parseEpoch, serverStatementName, type ClientStatement, type StatementIds } from './statements.ts';
 import type { Batch } from './batch.ts';
 import { quoteIdent } from './params.ts';
+import { RunUndo, Versioned } from './run-undo.ts';
 
 export interface TranslatorHost {
   readonly maxPrepared: number;
@@ -57,8 +58,17 @@ const CLOSE_NOTHING = buildTarget('C', 0x53, 'pgmux closes nothing');
 const ANCHOR = 'pgmux_anchor';
 const ANCHOR_PREPARE = Buffer.concat([buildTarget('C', 0x53, ANCHOR), buildParse(ANCHOR, Buffer.from('SELECT 1\0\0\0', 'latin1'))]);
 
-/** The unnamed statement each server connection holds: whose it is, null for none, undefined when unknown. */
-const unnamedOn = new WeakMap<ServerConnection, ClientStatement | null>();
+/** The unnamed statement each server connection holds: whose it is, null for none; no entry when unknown. */
+const unnamedOn = new WeakMap<ServerConnection, Versioned<ClientStatement | null>>();
+
+function unnamedThere(conn: ServerConnection): Versioned<ClientStatement | null> {
+  let v = unnamedOn.get(conn);
+  if (v === undefined) {
+    v = new Versioned<ClientStatement | null>(null);
+    unnamedOn.set(conn, v);
+  }
+  return v;
+}
 
 /** Whose unnamed statement a server connection holds is unknown from now on. */
 export function forgetUnnamed(conn: ServerConnection): void {
@@ -85,10 +95,12 @@ export class Translator {
   private readonly host: TranslatorHost;
   private readonly statements: Map<string, ClientStatement>;
   /** The client's unnamed statement; it lives until the client's next Parse of it or simple Query. */
-  private unnamed: ClientStatement | null = null;
+  private readonly unnamed = new Versioned<ClientStatement | null>(null);
+  /** What the run being sent did to the client's names, for when the server skips the rest of it. */
+  private readonly undo = new RunUndo();
 
   get unnamedSql(): string | null {
-    return this.unnamed?.sql ?? null;
+    return this.unnamed.value?.sql ?? null;
   }
 
   constructor(queue: ReplyQueue, host: TranslatorHost, statements: Map<string, ClientStatement>) {
@@ -130,6 +142,9 @@ export class Translator {
           const st: ClientStatement = { id: this.host.statementIds.idFor(rest), rest, sql: p.sql, epoch: parseEpoch() };
           this.statements.set(p.name, st);
           out.registered.push(p.name);
+          const undo = this.undo.record(() => {
+            if (this.statements.get(p.name) === st) this.statements.delete(p.name);
+          });
           // A Parse means what its text means now: always prepared anew.
           this.host.stats.preparedMisses++;
           this.prepare(conn, st.id, rest, st.epoch, out);
@@ -141,7 +156,7 @@ export class Translator {
             onError: () => {
               // PostgreSQL keeps no statement whose Parse failed or was skipped; nor do we.
               conn.prepared.delete(id);
-              if (this.statements.get(p.name) === st) this.statements.delete(p.name);
+              undo();
             },
           });
           break;
@@ -214,9 +229,9 @@ export class Translator {
             q.push({
               kind: enum_.forward,
               type,
-              onSkip: () => {
+              onSkip: this.undo.record(() => {
                 if (had !== undefined && !this.statements.has(t.name)) this.statements.set(t.name, had);
-              },
+              }),
             });
             break;
           }
@@ -233,6 +248,7 @@ export class Translator {
         case 0x53 /* Sync */:
           out.unsynced = false;
           this.forward(out, msg, type);
+          this.undo.next();
           break;
         case 0x51 /* Query */:
           this.simpleQuery(b, conn, msg, out);
@@ -264,11 +280,12 @@ export class Translator {
    * Parse deallocates its server-side copy, so the server answers it.
    */
   private simpleQuery(b: Batch, conn: ServerConnection, msg: Buffer, out: Translated): void {
-    this.unnamed = null;
-    unnamedOn.set(conn, null);
+    // A Query the server skips (sent after an error, before Sync) drops nothing.
+    const onSkip = this.dropUnnamed(conn);
     const deallocates = b.info?.deallocates ?? [];
     if (deallocates.length === 0) {
-      this.forward(out, msg, 0x51);
+      out.chunks.push(msg);
+      this.queue.push({ kind: enum_.forward, type: 0x51, onSkip });
       return;
     }
     let failed = false;
@@ -284,6 +301,7 @@ export class Translator {
         kind: enum_.forward,
         type: 0x51,
         onError,
+        onSkip,
         onDone: () => {
           conn.prepared.delete(sole.id);
           if (!failed && this.statements.get(name) === sole) this.statements.delete(name);
@@ -296,6 +314,7 @@ export class Translator {
       kind: enum_.forward,
       type: 0x51,
       onError,
+      onSkip,
       onDone: () => {
         if (failed) return;
         if (all) this.statements.clear();
@@ -305,24 +324,24 @@ export class Translator {
   }
 
   private parseUnnamed(conn: ServerConnection, msg: Buffer, rest: Buffer, sql: string, out: Translated): void {
-    const before = this.unnamed;
-    const beforeThere = unnamedOn.get(conn);
     const st: ClientStatement = { id: -1, rest: Buffer.from(rest), sql, epoch: parseEpoch() };
-    this.unnamed = st;
-    unnamedOn.set(conn, st);
+    const mine = this.unnamed.set(st);
+    const there = unnamedThere(conn).set(st);
+    const undo = this.undo.record(() => {
+      there();
+      mine();
+    });
     out.chunks.push(msg);
     this.queue.push({
       kind: enum_.forward,
       type: 0x50,
-      // A failed Parse of the unnamed statement has already dropped the old one.
+      // A skipped Parse changed nothing; a failed one has dropped the old
+      // unnamed statement too.
+      onSkip: undo,
       onError: () => {
-        if (this.unnamed === st) this.unnamed = null;
-        if (unnamedOn.get(conn) === st) unnamedOn.set(conn, null);
-      },
-      // A skipped one changed nothing.
-      onSkip: () => {
-        if (this.unnamed === st) this.unnamed = before;
-        if (unnamedOn.get(conn) === st) restoreUnnamed(conn, beforeThere);
+        undo();
+        this.unnamed.set(null);
+        unnamedThere(conn).set(null);
       },
     });
   }
@@ -334,38 +353,39 @@ export class Translator {
    * none, so the server itself answers that it does not exist.
    */
   private useUnnamed(conn: ServerConnection, out: Translated): void {
-    const mine = this.unnamed;
+    const mine = this.unnamed.value;
     const there = unnamedOn.get(conn);
-    if (there === mine) return;
+    if (there !== undefined && there.value === mine) return;
+    const undo = this.undo.record(unnamedThere(conn).set(mine));
     if (mine === null) {
       out.chunks.push(CLOSE_UNNAMED);
-      this.queue.push({ kind: enum_.swallow, type: 0x43, onSkip: () => restoreUnnamed(conn, there) });
-      unnamedOn.set(conn, null);
+      this.queue.push({ kind: enum_.swallow, type: 0x43, onSkip: undo });
       return;
     }
     out.chunks.push(buildParse('', mine.rest));
     this.queue.push({
       kind: enum_.swallow,
       type: 0x50,
-      onError: () => unnamedOn.set(conn, null),
-      onSkip: () => restoreUnnamed(conn, there),
+      onSkip: undo,
+      onError: () => {
+        undo();
+        unnamedThere(conn).set(null);
+      },
     });
-    unnamedOn.set(conn, mine);
   }
 
   private closeUnnamed(conn: ServerConnection, out: Translated, msg: Buffer): void {
-    const before = this.unnamed;
-    const beforeThere = unnamedOn.get(conn);
-    this.unnamed = null;
-    unnamedOn.set(conn, null);
     out.chunks.push(msg);
-    this.queue.push({
-      kind: enum_.forward,
-      type: 0x43,
-      onSkip: () => {
-        if (this.unnamed === null) this.unnamed = before;
-        restoreUnnamed(conn, beforeThere);
-      },
+    this.queue.push({ kind: enum_.forward, type: 0x43, onSkip: this.dropUnnamed(conn) });
+  }
+
+  /** The client's unnamed statement, and the server's, are gone; returns the undo, should the server skip the message. */
+  private dropUnnamed(conn: ServerConnection): () => void {
+    const mine = this.unnamed.set(null);
+    const there = unnamedThere(conn).set(null);
+    return this.undo.record(() => {
+      there();
+      mine();
     });
   }
 
@@ -469,15 +489,12 @@ export class Translator {
       return out;
     }
     this.forward(out, last.msg, 0x53);
+    this.undo.next();
     out.unsynced = false;
     return out;
   }
 }
 
-function restoreUnnamed(conn: ServerConnection, st: ClientStatement | null | undefined): void {
-  if (st === undefined) unnamedOn.delete(conn);
-  else unnamedOn.set(conn, st);
-}
 
 /** A message pgmux cannot read is the server's to refuse, in its own words. */
 function tryRead<T>(read: () => T): T | null {
