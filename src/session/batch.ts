@@ -184,9 +184,14 @@ function inspectStatements(batch: Batch, ctx: InspectContext, routing: boolean):
     info.readOnly &&= c.readOnly;
     info.functions.push(...c.functions);
   }
-  for (const c of executed) {
+  // A SET that a ROLLBACK later in the batch undoes never happened; one
+  // after it is in a transaction of its own.
+  const lastRollback = executed.findLastIndex((c) => c.transaction.includes('rollback'));
+  for (let i = 0; i < executed.length; i++) {
+    const c = executed[i];
     info.transaction.push(...c.transaction);
-    info.sets.push(...c.sets);
+    if (i < lastRollback) for (const s of c.sets) info.sets.push({ ...s, rolledBack: true });
+    else info.sets.push(...c.sets);
     info.resetAll ||= c.resetAll;
     info.sessionState ??= c.sessionState;
     info.clears.push(...c.clears);

@@ -20,12 +20,20 @@ export class TxnState {
 
   /** A batch of the transaction was sent. */
   note(info: BatchInfo, params: ClientParams): void {
+    if (info.transaction.includes('rollback')) {
+      // What the transaction changed so far is undone; what follows the
+      // ROLLBACK in this batch is a new transaction's.
+      this.sets = [];
+      this.resets.clear();
+      this.resetAll = false;
+      this.clears = [];
+    }
     for (const s of info.sets) {
+      if (s.rolledBack === true) continue;
       if (!REPORTED_SETTABLE.has(s.name) && params.tracks(s.name)) this.sets.push(s);
       if (s.value === null) this.resets.add(s.name);
     }
     if (info.resetAll || info.clears.includes('all')) this.resetAll = true;
-    if (info.transaction.includes('rollback')) this.failed = true;
     if (!info.readOnly) this.wrote = true;
     this.clears.push(...info.clears);
   }

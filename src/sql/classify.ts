@@ -15,7 +15,8 @@ export interface Classification {
   writeReason: string | null;
   functions: string[];
   transaction: string[];
-  sets: { name: string; value: string | null }[];
+  /** rolledBack: a ROLLBACK later in the same batch undoes it (set by the batch's inspection). */
+  sets: { name: string; value: string | null; rolledBack?: boolean }[];
   resetAll: boolean;
   sessionState: string | null;
   clears: string[];
