@@ -1,7 +1,11 @@
 /**
  * The protocol surface, case by case: each runs against PostgreSQL and
  * through pgmux in every mode (modes.ts), and the answers must be the same.
- * Each case owns the tables it names (prefix c_) and recreates them first.
+ * Each case owns the tables it names (prefix c_) and empties them first.
+ *
+ * One case in one mode:
+ *   npx vitest run test/differential/cases.test.ts -t "transaction portal: named"
+ * PGMUX_DIFF_SHOW=1 prints both recordings, step by step.
  */
 import { differentialSuite } from './modes.ts';
 import { Bind, Close, CopyData, CopyDone, CopyFail, Describe, Execute, Flush, FunctionCall, Parse, Query, Sync, type Msg } from './protocol.ts';
@@ -59,6 +63,10 @@ const cases: Script[] = [
   {
     name: 'a second Parse of a used name, with SQL that does not parse: the syntax error comes first',
     steps: [send('a', [Parse('c_dup', 'SELECT 1'), Sync]), send('a', [Parse('c_dup', 'SELEC 1'), Sync]), send('a', [Bind('', 'c_dup'), Execute('', 0), Sync])],
+  },
+  {
+    name: 'Close of a statement never prepared, without Sync or Flush: nothing is sent until one',
+    steps: [send('a', [Close('S', 'c_never'), Parse('', 'SELECT 1')], { wait: { quiet: 300 } })],
   },
   {
     name: 'extended: a statement without results and an empty one',
@@ -129,6 +137,15 @@ const cases: Script[] = [
       send('b', [Query("SET statement_timeout = '2s'")]),
       send('b', [Close('S', 'c_set'), Parse('c_set', 'SELECT 1'), Bind('', 'c_set'), Execute('', 0), Sync]),
       send('a', [Query('SELECT 1')]),
+    ],
+  },
+  {
+    name: 'parameters: a SET in a Query after extended messages without their Sync ends with its client',
+    steps: [
+      send('b', [Parse('', 'ROLLBACK'), Bind('', ''), Execute('', 0)]),
+      send('b', [Query("SET statement_timeout = '2s'")]),
+      leave('b', 'destroy'),
+      send('a', [Query('SHOW statement_timeout')]),
     ],
   },
   {

@@ -56,6 +56,13 @@ export const DIFFERENCES: Difference[] = [
     trigger: null,
   },
   {
+    id: 'REPLICA_LAG',
+    modes: ['replica'],
+    reason:
+      "a replica replays the primary's WAL a little later (asynchronous streaming replication): a client's read may not yet see another client's commit (read-your-writes covers only the writer's own reads). The harness waits, after setup and after each step, until the replica has replayed everything the primary wrote (Fleet.replicaBarrier), so this never shows",
+    trigger: null,
+  },
+  {
     id: 'IDLE_CLIENT_HOLDS_NO_BACKEND',
     modes: ['transaction', 'statement', 'replica'],
     reason:

@@ -60,6 +60,15 @@ export const cases: Script[] = [
     ],
   },
   {
+    name: "item 2: another client's unnamed statement is not there for a client that parsed none",
+    steps: [
+      send('a', [Parse('', 'SELECT 1'), Sync]),
+      send('b', [Bind('', ''), Execute('', 0), Sync]),
+      send('b', [Describe('S', ''), Parse('', 'SELECT 2'), Close('S', ''), Sync]),
+      send('b', [Bind('', ''), Execute('', 0), Sync]),
+    ],
+  },
+  {
     name: 'item 3: duplicate statement name inside a transaction block aborts it',
     steps: [
       send('a', [Query('BEGIN')]),
