@@ -70,6 +70,35 @@ export const DIFFERENCES: Difference[] = [
     trigger: null,
     skipsCases: ['item 19: a backend terminated while its session-mode client is idle sends one FATAL 57P01, then the connection closes'],
   },
+  {
+    id: 'REPLICA_READ_ONLY',
+    modes: ['replica'],
+    reason:
+      'a read served by a replica runs on a hot standby, where transaction_read_only is on (SHOW, current_setting): STABLE functions may run there (docs/load-balancing.md); pg_is_in_recovery() is VOLATILE and is answered by the primary',
+    trigger: null,
+    skipsCases: ['item 13: transaction_read_only where a read is served'],
+  },
+  {
+    id: 'REPLICA_WHOLE_RUN',
+    modes: ['replica'],
+    reason:
+      'an extended-protocol run that starts outside a transaction is held in pgmux until its Sync, Flush or a Query, so that it is routed whole to one node (docs/load-balancing.md): an error PostgreSQL reports before that reaches the client then, and a Query sent in the middle of the run travels with it',
+    trigger: null,
+    skipsCases: [
+      'item 18: an error before any Sync or Flush is sent at once',
+      'a Query sent while PostgreSQL skips to the Sync gets no answer; the connection is given back after the client leaves',
+      'split: a Parse error arrives before the rest of its batch is sent',
+      'parameters: a SET in a Query after extended messages without their Sync ends with its client',
+    ],
+  },
+  {
+    id: 'SESSION_RESET_TO_SERVER_DEFAULT',
+    modes: ['session'],
+    reason:
+      "a pooled server connection was logged in without the client's startup settings (pgmux applies them when it lends it), so RESET, RESET ALL and DISCARD ALL take a setting the client gave at startup back to the server's default, and the client is told with ParameterStatus, as with PgBouncer (docs/pooling.md); the message-level modes put the startup value back",
+    trigger: null,
+    skipsCases: ['parameters: SET, SET LOCAL, RESET and application_name as each client sees them', "item 17: a client's own DEALLOCATE name and DISCARD ALL end its statements"],
+  },
 ];
 
 /** The difference that makes a case incomparable in a mode, if any. */

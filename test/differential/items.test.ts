@@ -175,13 +175,16 @@ export const cases: Script[] = [
     steps: [send('a', [Query('BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY')]), send('a', [Query('SELECT 1')]), send('a', [Query('COMMIT')])],
   },
   {
-    name: 'item 13: recovery state and transaction_read_only as on the primary',
+    name: 'item 13: recovery state as on the primary',
     steps: [
       send('a', [Query('SELECT pg_is_in_recovery()')]),
-      send('a', [Query("SELECT current_setting('transaction_read_only')")]),
-      send('a', [Query('SHOW transaction_read_only')]),
       send('a', [Parse('', 'SELECT pg_is_in_recovery()'), Bind('', ''), Execute('', 0), Sync]),
+      send('a', [Query('SELECT pg_is_in_recovery(), 1')]),
     ],
+  },
+  {
+    name: 'item 13: transaction_read_only where a read is served',
+    steps: [send('a', [Query("SELECT current_setting('transaction_read_only')")]), send('a', [Query('SHOW transaction_read_only')])],
   },
   {
     name: "item 14: pgmux's own errors for unknown statements are ERRORs and the connection goes on",
