@@ -23,6 +23,17 @@ export interface Difference {
   trigger: ((msgs: Msg[]) => boolean) | null;
   /** Cases that cannot be compared in these modes at all: registered as skipped, with this reason. */
   skipsCases?: string[];
+  /** Cases whose answers through pgmux take `form` in these modes. */
+  cases?: string[];
+  /**
+   * The exact form of pgmux's answers in those cases:
+   * - later: PostgreSQL's messages, in PostgreSQL's order, but possibly
+   *   later than PostgreSQL sends them: each client's whole stream is
+   *   compared rather than step by step;
+   * - rewrite: for the steps `steps` picks, PostgreSQL's answer as
+   *   `rewrite` changes it; every other step as PostgreSQL's.
+   */
+  form?: { later: true } | { steps: (msgs: Msg[]) => boolean; rewrite: (msgs: BackendMsg[]) => BackendMsg[] };
   /** The ErrorResponse pgmux must send, field by field (all of them: no other field may be present). */
   error?: Record<string, string>;
   /** The ReadyForQuery status that must follow the error when the step ends its batch (Query or Sync). */
@@ -76,7 +87,9 @@ export const DIFFERENCES: Difference[] = [
     reason:
       'a read served by a replica runs on a hot standby, where transaction_read_only is on (SHOW, current_setting): STABLE functions may run there (docs/load-balancing.md); pg_is_in_recovery() is VOLATILE and is answered by the primary',
     trigger: null,
-    skipsCases: ['item 13: transaction_read_only where a read is served'],
+    cases: ['item 13: transaction_read_only where a read is served'],
+    // The one value PostgreSQL's primary gives as off is on.
+    form: { steps: (msgs) => msgs.some((m) => /transaction_read_only/.test(sqlOf(m) ?? '')), rewrite: (msgs) => msgs.map((m) => (isDataRow(m, 'off') ? dataRow('on') : m)) },
   },
   {
     id: 'REPLICA_WHOLE_RUN',
@@ -84,12 +97,13 @@ export const DIFFERENCES: Difference[] = [
     reason:
       'an extended-protocol run that starts outside a transaction is held in pgmux until its Sync, Flush or a Query, so that it is routed whole to one node (docs/load-balancing.md): an error PostgreSQL reports before that reaches the client then, and a Query sent in the middle of the run travels with it',
     trigger: null,
-    skipsCases: [
+    cases: [
       'item 18: an error before any Sync or Flush is sent at once',
       'a Query sent while PostgreSQL skips to the Sync gets no answer; the connection is given back after the client leaves',
       'split: a Parse error arrives before the rest of its batch is sent',
       'parameters: a SET in a Query after extended messages without their Sync ends with its client',
     ],
+    form: { later: true },
   },
   {
     id: 'SESSION_RESET_TO_SERVER_DEFAULT',
@@ -97,9 +111,45 @@ export const DIFFERENCES: Difference[] = [
     reason:
       "a pooled server connection was logged in without the client's startup settings (pgmux applies them when it lends it), so RESET, RESET ALL and DISCARD ALL take a setting the client gave at startup back to the server's default, and the client is told with ParameterStatus, as with PgBouncer (docs/pooling.md); the message-level modes put the startup value back",
     trigger: null,
-    skipsCases: ['parameters: SET, SET LOCAL, RESET and application_name as each client sees them', "item 17: a client's own DEALLOCATE name and DISCARD ALL end its statements"],
+    cases: ['parameters: SET, SET LOCAL, RESET and application_name as each client sees them', "item 17: a client's own DEALLOCATE name and DISCARD ALL end its statements"],
+    // The scripts' clients give only application_name at startup; the server's default for it is empty.
+    form: {
+      steps: (msgs) => msgs.some((m) => /\b(RESET|DISCARD\s+ALL)\b/i.test(sqlOf(m) ?? '')),
+      rewrite: (msgs) => {
+        const out = msgs.filter((m) => !isParameterStatus(m, 'application_name'));
+        const z = out.findIndex((m) => m.type === 'Z');
+        out.splice(z < 0 ? out.length : z, 0, parameterStatusMsg('application_name', ''));
+        return out;
+      },
+    },
   },
 ];
+
+function isDataRow(m: BackendMsg, value: string): boolean {
+  return m.type === 'D' && m.body.readInt16BE(0) === 1 && m.body.readInt32BE(2) === Buffer.byteLength(value) && m.body.toString('utf8', 6) === value;
+}
+
+function dataRow(value: string): BackendMsg {
+  const v = Buffer.from(value);
+  const b = Buffer.alloc(6 + v.length);
+  b.writeInt16BE(1, 0);
+  b.writeInt32BE(v.length, 2);
+  v.copy(b, 6);
+  return { type: 'D', body: b };
+}
+
+function isParameterStatus(m: BackendMsg, name: string): boolean {
+  return m.type === 'S' && m.body.toString('utf8', 0, m.body.indexOf(0)) === name;
+}
+
+function parameterStatusMsg(name: string, value: string): BackendMsg {
+  return { type: 'S', body: Buffer.from(`${name}\0${value}\0`) };
+}
+
+/** The difference that gives a case's answers another form in a mode, if any. */
+export function formFor(name: string, mode: Mode): Difference | undefined {
+  return DIFFERENCES.find((d) => d.modes.includes(mode) && d.form && d.cases?.includes(name));
+}
 
 /** The difference that makes a case incomparable in a mode, if any. */
 export function skipFor(name: string, mode: Mode): Difference | undefined {

@@ -20,6 +20,8 @@ const DIRECT_TIMEOUT_MS = 5000;
 const OWED_TIMEOUT_MS = 1000;
 /** After the last step: how long to listen for anything more. */
 const FINAL_QUIET_MS = 20;
+/** Where answers may come later by design: how long to listen for them after the last step. */
+const LATER_QUIET_MS = 300;
 /** Once pgmux left a step unanswered, later steps wait only this long (they are reported, not relied on). */
 const AFTER_NO_ANSWER_MS = 200;
 
@@ -62,6 +64,8 @@ export interface Target {
   barrier?: () => Promise<void>;
   /** A step after which the runs part by design (differences.ts): nothing after it is run. */
   partsAfter?: (s: Step) => boolean;
+  /** pgmux's answers may come later than PostgreSQL's by design (differences.ts): wait for them at the end. */
+  answersLater?: boolean;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -112,7 +116,7 @@ export async function runScript(script: Script, t: Target): Promise<Recording> {
       end = c.msgs.length;
     } else if (guide && guide.label === label) {
       const want = from + guide.msgs.length;
-      const ms = (unanswered ? AFTER_NO_ANSWER_MS : ANSWER_TIMEOUT_MS) + extraMs;
+      const ms = (unanswered || t.answersLater ? AFTER_NO_ANSWER_MS : ANSWER_TIMEOUT_MS) + extraMs;
       if (!(await c.until(() => c.msgs.length >= want, ms))) noAnswer = ms;
       unanswered ||= noAnswer > 0;
       end = Math.min(c.msgs.length, want);
@@ -202,6 +206,7 @@ export async function runScript(script: Script, t: Target): Promise<Recording> {
     const quietAll = () => Promise.all(live.map(([, c]) => c.quiet(FINAL_QUIET_MS))).then(() => {});
     if (t.guide) {
       for (const [name, c] of live) await segment(-1, `${name}: after the last step`, name, c, async () => {});
+      if (t.answersLater) await Promise.all(live.map(([, c]) => c.quiet(LATER_QUIET_MS)));
       await quietAll();
       live.forEach(([, c], k) => segments[segments.length - live.length + k].msgs.push(...c.msgs.slice(cursor.get(c)!)));
     } else {

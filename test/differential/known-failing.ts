@@ -12,7 +12,9 @@ export interface KnownFailure {
   mode: Mode;
 }
 
-export const KNOWN_FAILING: KnownFailure[] = [];
+export const KNOWN_FAILING: KnownFailure[] = [
+  { file: 'cases', mode: 'replica', name: 'parameters: a SET in a Query after extended messages without their Sync ends with its client' },
+];
 
 export function isKnownFailing(file: string, name: string, mode: Mode): boolean {
   return KNOWN_FAILING.some((k) => k.file === file && k.name === name && k.mode === mode);

@@ -7,10 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { getCluster } from '../cluster-context.ts';
 import { startPgmux, type RunningPgmux } from '../helpers/pgmux.ts';
-import { compareRecordings, report, showRecordings } from './compare.ts';
+import { compareRecordings, expectedRecording, report, showRecordings } from './compare.ts';
 import { runScript, type Recording, type SideAccess, type Target } from './harness.ts';
 import { KNOWN_FAILING, isKnownFailing } from './known-failing.ts';
-import { differencesFor, skipFor } from './differences.ts';
+import { differencesFor, formFor, skipFor } from './differences.ts';
 import type { Script, Step } from './script.ts';
 import { probeAfterScript } from './probe.ts';
 
@@ -133,12 +133,15 @@ export class Fleet {
 
   /** The problems found running `script` through pgmux in `mode` (empty: same as PostgreSQL). */
   async differences(script: Script, mode: Mode): Promise<string[]> {
-    const guide = await this.directRun(script);
+    // PostgreSQL's answers, as a listed difference says pgmux's must differ (differences.ts).
+    const guide = expectedRecording(script, mode, await this.directRun(script));
     const pgmux = await this.pgmuxFor(mode);
     const diffs = differencesFor(mode);
     const partsAfter = (s: Step) => s.do === 'send' && diffs.some((d) => d.trigger!(s.msgs));
     const barrier = mode === 'replica' ? this.replicaBarrier : undefined;
-    const rec = await runScript(script, this.target(pgmux.port, { guide, barrier, partsAfter }));
+    const form = formFor(script.name, mode)?.form;
+    const answersLater = form !== undefined && 'later' in form;
+    const rec = await runScript(script, this.target(pgmux.port, { guide, barrier, partsAfter, answersLater }));
     if (process.env.PGMUX_DIFF_SHOW) console.log(showRecordings(`${script.name} [${mode}]`, guide, rec));
     const problems = compareRecordings(script, mode, guide, rec);
     const stuck = await probeAfterScript(mode, pgmux.port);
