@@ -164,49 +164,16 @@ export class Translator {
         case 0x42 /* Bind */: {
           out.unsynced = true;
           const bind = tryRead(() => readBind(msg));
-          if (bind === null || (bind.statement !== '' && !mapping)) {
-            this.forward(out, msg, type);
-            break;
-          }
-          if (bind.statement === '') {
-            this.useUnnamed(conn, out);
-            this.forward(out, msg, type);
-            break;
-          }
-          const st = this.statements.get(bind.statement);
-          if (st === undefined) {
-            const done = this.unknown(b, out, bind.statement, msg, type);
-            if (done !== null) return done;
-            break;
-          }
-          this.ensurePrepared(conn, st, out);
-          const server = serverStatementName(st.id);
-          out.chunks.push(renameBind(msg, bind, server));
-          q.push({ kind: enum_.forward, type, names: { server, client: bind.statement } });
+          const done = this.useStatement(b, conn, out, msg, type, bind?.statement ?? null, (server) => renameBind(msg, bind!, server));
+          if (done !== null) return done;
           break;
         }
         case 0x44 /* Describe */: {
           out.unsynced = true;
           const t = tryRead(() => readTarget(msg, 'Describe'));
-          if (t === null || t.kind !== 0x53 || (t.name !== '' && !mapping)) {
-            this.forward(out, msg, type);
-            break;
-          }
-          if (t.name === '') {
-            this.useUnnamed(conn, out);
-            this.forward(out, msg, type);
-            break;
-          }
-          const st = this.statements.get(t.name);
-          if (st === undefined) {
-            const done = this.unknown(b, out, t.name, msg, type);
-            if (done !== null) return done;
-            break;
-          }
-          this.ensurePrepared(conn, st, out);
-          const server = serverStatementName(st.id);
-          out.chunks.push(buildTarget('D', 0x53, server));
-          q.push({ kind: enum_.forward, type, names: { server, client: t.name } });
+          const name = t !== null && t.kind === 0x53 ? t.name : null;
+          const done = this.useStatement(b, conn, out, msg, type, name, (server) => buildTarget('D', 0x53, server));
+          if (done !== null) return done;
           break;
         }
         case 0x43 /* Close */: {
@@ -263,6 +230,32 @@ export class Translator {
       }
     }
     return out;
+  }
+
+  /**
+   * A Bind or Describe of statement `name` (null: a portal, or a message
+   * pgmux cannot read, sent as it is). The unnamed statement must be the
+   * client's own on the server; a named one is prepared there if needed
+   * and renamed. Returns the batch's translation when the rest of it is
+   * skipped, else null.
+   */
+  private useStatement(b: Batch, conn: ServerConnection, out: Translated, msg: Buffer, type: number, name: string | null, rename: (server: string) => Buffer): Translated | null {
+    if (name === null || (name !== '' && this.host.maxPrepared === 0)) {
+      this.forward(out, msg, type);
+      return null;
+    }
+    if (name === '') {
+      this.useUnnamed(conn, out);
+      this.forward(out, msg, type);
+      return null;
+    }
+    const st = this.statements.get(name);
+    if (st === undefined) return this.unknown(b, out, name, msg, type);
+    this.ensurePrepared(conn, st, out);
+    const server = serverStatementName(st.id);
+    out.chunks.push(rename(server));
+    this.queue.push({ kind: enum_.forward, type, names: { server, client: name } });
+    return null;
   }
 
   private forward(out: Translated, msg: Buffer, type: number): void {
