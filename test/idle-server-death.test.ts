@@ -40,6 +40,41 @@ async function round(pgmux: RunningPgmux, mode: 'session' | 'transaction', kill:
   }
 }
 
+/**
+ * Five rounds in which the idle backend is told to end while it is stopped,
+ * so that pgmux hears nothing of it until the next query; it ends once it
+ * runs again. `before` runs first in each round. Returns the outcomes.
+ */
+async function stoppedTerminations(pgmux: RunningPgmux, mode: 'session' | 'transaction', before: () => Promise<void> = async () => {}): Promise<string[]> {
+  const stopped = new Set<number>();
+  try {
+    const outcomes: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      outcomes.push(
+        await round(pgmux, mode, async (pid) => {
+          await before();
+          process.kill(pid, 'SIGSTOP');
+          stopped.add(pid);
+          await onPrimary('SELECT pg_terminate_backend($1)', [pid]);
+          setTimeout(() => {
+            process.kill(pid, 'SIGCONT');
+            stopped.delete(pid);
+          }, 300);
+        }),
+      );
+    }
+    return outcomes;
+  } finally {
+    for (const pid of stopped) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
 describe('a server connection whose backend ends while it is idle in the pool', () => {
   for (const mode of ['session', 'transaction'] as const) {
     it(`${mode} mode: after pg_terminate_backend of the idle backend the next query succeeds, 5 of 5`, async () => {
@@ -58,35 +93,10 @@ describe('a server connection whose backend ends while it is idle in the pool', 
 
     it(`${mode} mode: an idle connection past server_check_delay is checked before it is lent, and a dead one replaced unseen, 5 of 5`, async () => {
       const pgmux = await startPgmux({ pool_mode: mode, default_pool_size: 1, server_check_delay: 0.2 });
-      const stopped = new Set<number>();
       try {
-        const outcomes: string[] = [];
-        for (let i = 0; i < 5; i++) {
-          outcomes.push(
-            await round(pgmux, mode, async (pid) => {
-              await sleep(300);
-              // The backend is told to end while it cannot act on it yet, so
-              // pgmux has heard nothing when the next query comes: only the
-              // check finds out. It ends once it runs again.
-              process.kill(pid, 'SIGSTOP');
-              stopped.add(pid);
-              await onPrimary('SELECT pg_terminate_backend($1)', [pid]);
-              setTimeout(() => {
-                process.kill(pid, 'SIGCONT');
-                stopped.delete(pid);
-              }, 300);
-            }),
-          );
-        }
-        expect(outcomes).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
+        // Past server_check_delay: only the check finds out.
+        expect(await stoppedTerminations(pgmux, mode, async () => void (await sleep(300)))).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
       } finally {
-        for (const pid of stopped) {
-          try {
-            process.kill(pid, 'SIGCONT');
-          } catch {
-            // already gone
-          }
-        }
         await pgmux.stop();
       }
     });
@@ -96,31 +106,9 @@ describe('a server connection whose backend ends while it is idle in the pool', 
     // No check before lending: the query reaches the backend, whose FATAL
     // comes first; pgmux sends the query again on a new connection.
     const pgmux = await startPgmux({ pool_mode: 'transaction', default_pool_size: 1, server_check_delay: 3600 });
-    const stopped = new Set<number>();
     try {
-      const outcomes: string[] = [];
-      for (let i = 0; i < 5; i++) {
-        outcomes.push(
-          await round(pgmux, 'transaction', async (pid) => {
-            process.kill(pid, 'SIGSTOP');
-            stopped.add(pid);
-            await onPrimary('SELECT pg_terminate_backend($1)', [pid]);
-            setTimeout(() => {
-              process.kill(pid, 'SIGCONT');
-              stopped.delete(pid);
-            }, 300);
-          }),
-        );
-      }
-      expect(outcomes).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
+      expect(await stoppedTerminations(pgmux, 'transaction')).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
     } finally {
-      for (const pid of stopped) {
-        try {
-          process.kill(pid, 'SIGCONT');
-        } catch {
-          // already gone
-        }
-      }
       await pgmux.stop();
     }
   });

@@ -27,6 +27,24 @@ async function eventsOnTermination(config: pg.ClientConfig): Promise<string[]> {
   return events;
 }
 
+/**
+ * Logs in, runs `sql` (which must report pg_backend_pid() in its first
+ * row), terminates that backend and returns the ErrorResponses the client
+ * got after it, as [severity, code], once its connection has closed.
+ */
+async function errorsAfterTermination(port: number, sql: string): Promise<string[][]> {
+  const c = await RawClient.login(port, 'app', 'appdb');
+  c.write(query(sql));
+  const row = await c.until((m) => m.type === 'D');
+  const pid = Number(row!.body.subarray(6).toString());
+  await c.until((m) => m.type === 'Z');
+  c.messages.length = 0;
+  await terminate(pid);
+  await c.until(() => false, 3000).catch(() => null);
+  expect(c.closed).toBe(true);
+  return c.messages.filter((m) => m.type === 'E').map((m) => parseErrorFields(m.body)).map((f) => [f.get('V')!, f.get('C')!]);
+}
+
 describe('a server FATAL reaches the client once, and nothing follows it', () => {
   let pgmux: RunningPgmux;
   beforeAll(async () => {
@@ -38,17 +56,7 @@ describe('a server FATAL reaches the client once, and nothing follows it', () =>
   });
 
   it('session pooling: exactly the server\'s one ErrorResponse, then the connection closes', async () => {
-    const c = await RawClient.login(pgmux.port, 'app', 'appdb');
-    c.write(query('SELECT pg_backend_pid() AS pid'));
-    const row = await c.until((m) => m.type === 'D');
-    const pid = Number(row!.body.subarray(6).toString());
-    await c.until((m) => m.type === 'Z');
-    c.messages.length = 0;
-    await terminate(pid);
-    await c.until(() => false, 3000).catch(() => null);
-    expect(c.closed).toBe(true);
-    const errors = c.messages.filter((m) => m.type === 'E').map((m) => parseErrorFields(m.body));
-    expect(errors.map((f) => [f.get('V'), f.get('C')])).toEqual([['FATAL', '57P01']]);
+    expect(await errorsAfterTermination(pgmux.port, 'SELECT pg_backend_pid() AS pid')).toEqual([['FATAL', '57P01']]);
   });
 
   it('node-postgres sees what it sees connected to PostgreSQL directly', async () => {
@@ -99,17 +107,7 @@ describe('a server FATAL in the message-level loop (transaction pooling)', () =>
   });
 
   it('a client idle in a transaction block whose backend is terminated reads the one FATAL, and the pool serves the next client', async () => {
-    const c = await RawClient.login(pgmux.port, 'app', 'appdb');
-    c.write(query('BEGIN; SELECT pg_backend_pid() AS pid'));
-    const row = await c.until((m) => m.type === 'D');
-    const pid = Number(row!.body.subarray(6).toString());
-    await c.until((m) => m.type === 'Z');
-    c.messages.length = 0;
-    await terminate(pid);
-    await c.until(() => false, 3000).catch(() => null);
-    expect(c.closed).toBe(true);
-    const errors = c.messages.filter((m) => m.type === 'E').map((m) => parseErrorFields(m.body));
-    expect(errors.map((f) => [f.get('V'), f.get('C')])).toEqual([['FATAL', '57P01']]);
+    expect(await errorsAfterTermination(pgmux.port, 'BEGIN; SELECT pg_backend_pid() AS pid')).toEqual([['FATAL', '57P01']]);
     const next = await RawClient.login(pgmux.port, 'app', 'appdb');
     next.write(query('SELECT 1'));
     await next.until((m) => m.type === 'Z');
