@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { BatchInfo, EndpointRouter, RoutedBatch } from './route-types.ts';
-import { describe, type NodeView } from './router.ts';
+import { traceBatch, type NodeView } from './router.ts';
 
 export interface PrimaryRouterOptions {
   logPerNodeStatement: boolean;
@@ -44,9 +44,6 @@ export class PrimaryRouter implements EndpointRouter {
   }
 
   trace(node: number, _info: BatchInfo, batch: RoutedBatch): string | null {
-    if (!this.opts.logPerNodeStatement && !this.opts.noticePerNodeStatement) return null;
-    const lines = batch.msgs.map((m) => `node ${node} statement: ${describe(m.type, m.msg)}`);
-    if (this.opts.logPerNodeStatement) for (const l of lines) this.opts.log.info(l);
-    return this.opts.noticePerNodeStatement ? lines.join('\n') : null;
+    return traceBatch(node, batch, this.opts);
   }
 }

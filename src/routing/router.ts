@@ -101,15 +101,24 @@ export class ReplicaRouter implements EndpointRouter {
   }
 
   trace(node: number, _info: BatchInfo, batch: RoutedBatch): string | null {
-    if (!this.opts.logPerNodeStatement && !this.opts.noticePerNodeStatement) return null;
-    const lines = batch.msgs.map((m) => `node ${node} statement: ${describe(m.type, m.msg)}`);
-    if (this.opts.logPerNodeStatement) for (const l of lines) this.opts.log.info(l);
-    return this.opts.noticePerNodeStatement ? lines.join('\n') : null;
+    return traceBatch(node, batch, this.opts);
   }
 }
 
+/**
+ * The per-node trace of a batch, as pgpool writes it: one line per message,
+ * logged with log_per_node_statement; returned for a NOTICE with
+ * notice_per_node_statement, else null.
+ */
+export function traceBatch(node: number, batch: RoutedBatch, opts: { logPerNodeStatement: boolean; noticePerNodeStatement: boolean; log: Logger }): string | null {
+  if (!opts.logPerNodeStatement && !opts.noticePerNodeStatement) return null;
+  const lines = batch.msgs.map((m) => `node ${node} statement: ${describe(m.type, m.msg)}`);
+  if (opts.logPerNodeStatement) for (const l of lines) opts.log.info(l);
+  return opts.noticePerNodeStatement ? lines.join('\n') : null;
+}
+
 /** A message as pgpool's per-node trace names it: "Parse: select 1", "Sync". */
-export function describe(type: number, msg: Buffer): string {
+function describe(type: number, msg: Buffer): string {
   switch (type) {
     case 0x51:
       return `Query: ${readQuery(msg)}`;

@@ -281,37 +281,27 @@ export class Translator {
       this.queue.push({ kind: enum_.forward, type: 0x51, onSkip });
       return;
     }
-    let failed = false;
-    const onError = () => (failed = true);
     const all = deallocates.includes('*');
     if (all) conn.prepared.clear();
-    const sole = b.msgs.length === 1 && deallocates.length === 1 && !all ? this.statements.get(deallocates[0]) : undefined;
-    if (sole !== undefined && this.host.maxPrepared > 0) {
-      const name = deallocates[0];
+    const sole = b.msgs.length === 1 && deallocates.length === 1 && !all && this.host.maxPrepared > 0 ? this.statements.get(deallocates[0]) : undefined;
+    if (sole !== undefined) {
+      // The client's own statement: its server-side copy is what goes.
       this.ensurePrepared(conn, sole, out);
       out.chunks.push(query(`DEALLOCATE ${quoteIdent(serverStatementName(sole.id))}`));
-      this.queue.push({
-        kind: enum_.forward,
-        type: 0x51,
-        onError,
-        onSkip,
-        onDone: () => {
-          conn.prepared.delete(sole.id);
-          if (!failed && this.statements.get(name) === sole) this.statements.delete(name);
-        },
-      });
-      return;
+    } else {
+      out.chunks.push(msg);
     }
-    out.chunks.push(msg);
+    let failed = false;
     this.queue.push({
       kind: enum_.forward,
       type: 0x51,
-      onError,
+      onError: () => (failed = true),
       onSkip,
       onDone: () => {
+        if (sole !== undefined) conn.prepared.delete(sole.id);
         if (failed) return;
         if (all) this.statements.clear();
-        else for (const name of deallocates) this.statements.delete(name);
+        else for (const name of deallocates) if (sole === undefined || this.statements.get(name) === sole) this.statements.delete(name);
       },
     });
   }
