@@ -463,11 +463,7 @@ export class Pool {
     this.opening++;
     this.open().then(
       (conn) => {
-        this.opening--;
-        this.stats.opened++;
-        conn.pool = this;
-        this.busy++;
-        this.giveBack(conn);
+        this.adopt(conn);
         this.fillToMinimum();
       },
       () => {
@@ -476,19 +472,22 @@ export class Pool {
     );
   }
 
+  /** A connection opened ahead of its use joins the pool, and goes to whoever waits. */
+  private adopt(conn: ServerConnection): void {
+    this.opening--;
+    this.stats.opened++;
+    conn.pool = this;
+    this.busy++;
+    this.giveBack(conn);
+  }
+
   /** Opens connections while clients wait and the pool has room. */
   private grow(): void {
     if (this.paused) return;
     while (this.waiters.length > this.opening && this.total < this.sizeNow() && (this.settings.limits?.roomFor(this, true) ?? true)) {
       this.opening++;
       this.open().then(
-        (conn) => {
-          this.opening--;
-          this.stats.opened++;
-          conn.pool = this;
-          this.busy++;
-          this.giveBack(conn);
-        },
+        (conn) => this.adopt(conn),
         (err: Error) => {
           this.opening--;
           const w = this.waiters.shift();
