@@ -115,3 +115,31 @@ describe('a server FATAL in the message-level loop (transaction pooling)', () =>
     next.close();
   });
 });
+
+describe('a pooled backend terminated while its client is idle between transactions', () => {
+  for (const pool_mode of ['transaction', 'statement'] as const) {
+    it(`${pool_mode} pooling: the client holds no backend, is told nothing and is served on another`, async () => {
+      const pgmux = await startPgmux({ ...trustSettings(), pool_mode, default_pool_size: 1 });
+      try {
+        const c = await RawClient.login(pgmux.port, 'app', 'appdb');
+        c.write(query('SELECT pg_backend_pid() AS pid'));
+        const row = await c.until((m) => m.type === 'D');
+        const pid = Number(row!.body.subarray(6).toString());
+        await c.until((m) => m.type === 'Z');
+        c.messages.length = 0;
+        await terminate(pid);
+        await sleep(300);
+        expect(c.closed).toBe(false);
+        expect(c.messages.filter((m) => m.type === 'E')).toEqual([]);
+        c.write(query('SELECT pg_backend_pid() AS pid'));
+        const again = await c.until((m) => m.type === 'D');
+        expect(Number(again!.body.subarray(6).toString())).not.toBe(pid);
+        await c.until((m) => m.type === 'Z');
+        c.close();
+      } finally {
+        await pgmux.stop();
+        await rm(path.dirname(pgmux.server.currentConfig.auth_file!), { recursive: true, force: true });
+      }
+    });
+  }
+});

@@ -79,6 +79,7 @@ export const DIFFERENCES: Difference[] = [
     reason:
       'between transactions a client holds no server connection: ending the backend pgmux last used for it (pg_terminate_backend) ends a pooled connection, which pgmux drops, and the client is told nothing; directly, the client\'s own backend ends and it gets FATAL 57P01',
     trigger: null,
+    // Its form (the client is told nothing and goes on) is tested in test/server-fatal.test.ts.
     skipsCases: ['item 19: a backend terminated while its session-mode client is idle sends one FATAL 57P01, then the connection closes'],
   },
   {

@@ -175,9 +175,10 @@ export function differentialSuite(file: string, cases: Script[], modes: readonly
   for (const mode of cases.length ? modes : []) {
     describe(mode, () => {
       for (const s of cases) {
-        const skip = skipFor(s.name, mode);
-        if (skip) it.skip(`${s.name} (not comparable: ${skip.id})`, () => {});
-        else (isKnownFailing(file, s.name, mode) ? it.fails : it)(s.name, () => fleet.assertSame(s, mode));
+        // A case a listed difference makes incomparable in this mode is not
+        // run here; the difference's own form is tested where it names it.
+        if (skipFor(s.name, mode) !== undefined) continue;
+        (isKnownFailing(file, s.name, mode) ? it.fails : it)(s.name, () => fleet.assertSame(s, mode));
       }
     });
   }
