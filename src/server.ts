@@ -29,6 +29,7 @@ import { DatabaseStats, statsLine, zeroTotals, type DatabaseTotals } from './met
 import { Listeners, type Listening } from './listeners.ts';
 import { HostChoice, type HostAddress } from './routing/host-list.ts';
 import { shownPath } from './unix-socket.ts';
+import { SoloLink, type WorkerLink } from './workers/link.ts';
 
 export { parseListen } from './listeners.ts';
 
@@ -138,9 +139,12 @@ export class PgmuxServer {
 
   /** SHOW STATS: per database, with averages over each stats period. */
   readonly databaseStats: DatabaseStats;
+  /** How this worker reaches the others (a SoloLink when pgmux runs one process). */
+  readonly link: WorkerLink;
 
-  constructor(config: Config, opts: { logger?: Logger } = {}) {
+  constructor(config: Config, opts: { logger?: Logger; link?: WorkerLink } = {}) {
     this.config = config;
+    this.link = opts.link ?? new SoloLink();
     this.log = opts.logger ?? createLogger({ level: config.log_level, format: config.log_format });
     this.databaseStats = new DatabaseStats(
       s(config.stats_period),
