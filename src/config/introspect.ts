@@ -86,7 +86,9 @@ export function scalarSettings(): ScalarSetting[] {
   const defaults: Record<string, unknown> = ConfigSchema.parse({});
   const out: ScalarSetting[] = [];
   for (const [key, field] of Object.entries(ConfigSchema.shape) as [keyof Config & string, z.ZodType][]) {
-    const def = defOf(unwrap(field));
+    let def = defOf(unwrap(field));
+    // n | auto (workers): set as its first choice, a number, or the word.
+    if (def.type === 'union') def = defOf(unwrap((def as DefView & { options: z.ZodType[] }).options[0]));
     let kind: SettingKind;
     if (def.type === 'string' || def.type === 'enum') kind = 'string';
     else if (def.type === 'number') kind = isInteger(def) ? 'integer' : 'number';

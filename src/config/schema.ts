@@ -118,6 +118,20 @@ export const UserSchema = z.strictObject({
   transaction_timeout: seconds().optional(),
 });
 
+/** A [peers] entry's name: its peer_id. */
+const peerId = z.string().refine((s) => /^[0-9]{1,5}$/.test(s) && Number(s) >= 1 && Number(s) <= 16383, {
+  error: (issue) => `invalid peer_id ${JSON.stringify(issue.input)}: expected a number 1-16383`,
+});
+
+/** Where a peer takes CancelRequests: PgBouncer's [peers] entry. */
+export const PeerSchema = z.strictObject({
+  /** Host name, address, or a Unix-socket directory (starting with / or @). */
+  host: z.string().min(1),
+  port: z.int().min(1).max(65535).default(6432),
+  /** Cancels in flight to the peer at once; default default_pool_size. */
+  pool_size: z.int().min(1).optional(),
+});
+
 export const ConfigSchema = z
   .strictObject({
     listen: setting(
@@ -140,6 +154,11 @@ export const ConfigSchema = z
       z.boolean().default(false),
       'Listen with SO_REUSEPORT: pgmux processes that all set it share their TCP ports (each needs its own unix_socket_dir and pid_file), for a restart without a moment nobody listens',
       'bool',
+    ),
+    workers: setting(
+      z.union([z.int().min(1).max(255), z.literal('auto')]).default('auto'),
+      'Worker processes that all accept on the listen addresses (SO_REUSEPORT) under one supervising process; auto: one per core; 1: a single process',
+      'n|auto',
     ),
     user: setting(
       z.string().min(1).optional(),
@@ -326,6 +345,25 @@ export const ConfigSchema = z
     stats_users: setting(z.string().default(''), 'Comma-separated users allowed the admin console SHOW commands', 'users'),
     metrics_listen: setting(listen.optional(), 'Address of the HTTP listener for /metrics, /healthz and /readyz; unset: none', 'host:port'),
     shutdown_timeout: setting(seconds().default(30), 'Seconds SIGTERM waits for clients to finish before closing them', 'seconds'),
+
+    // Cancels across instances (docs/scaling.md)
+    peer_id: setting(
+      z.int().min(0).max(16383).default(0),
+      "This pgmux's number in a group of peered pgmux and PgBouncer processes, written into each client's cancel key so a CancelRequest that lands on a peer is forwarded here; 0: no peering",
+      'n',
+    ),
+    peers: setting(
+      z.record(peerId, PeerSchema).default({}),
+      'Peers a CancelRequest carrying their peer_id is forwarded to, by peer_id (PgBouncer\'s [peers])',
+    ),
+    cancel_store: setting(
+      z
+        .string()
+        .regex(/^rediss?:\/\//, { error: 'expected a redis:// or rediss:// URL' })
+        .optional(),
+      "Redis server (redis://[:password@]host:port[/db]) where every instance registers its clients' cancel keys, so a CancelRequest that lands on another instance reaches the right one",
+      'url',
+    ),
   })
   .superRefine((config, ctx) => {
     for (const [name, ep] of Object.entries(config.endpoints)) {
