@@ -126,7 +126,8 @@ describe('admin console commands by [databases] entry, as PgBouncer has them', (
     const victim = await client('p0', 'victim');
     const bystander = await client('p0', 'bystander');
     const r = await admin.query('SHOW CLIENTS');
-    expect(r.fields.map((f) => f.name)).toEqual(SOCKET_COLUMNS);
+    // pgmux's worker after PgBouncer's columns.
+    expect(r.fields.map((f) => f.name)).toEqual([...SOCKET_COLUMNS, 'worker']);
     expect(r.fields.find((f) => f.name === 'id')!.dataTypeID).toBe(23);
     const ids = r.rows.map((row) => row.id as number);
     expect(new Set(ids).size).toBe(ids.length);
@@ -204,15 +205,15 @@ describe('admin console commands by [databases] entry, as PgBouncer has them', (
     expect(users.rows.find((r) => r.name === 'app')).toMatchObject({ current_client_connections: pgmux.server.clientsOf().length });
 
     const servers = await admin.query('SHOW SERVERS');
-    expect(servers.fields.map((f) => f.name)).toEqual(SOCKET_COLUMNS);
+    expect(servers.fields.map((f) => f.name)).toEqual([...SOCKET_COLUMNS, 'worker']);
     expect(servers.rows.some((r) => r.database === 'p0' && r.state === 'idle' && r.type === 'S' && (r.id as number) > 0)).toBe(true);
 
     const sockets = await admin.query('SHOW SOCKETS');
-    expect(sockets.fields.map((f) => f.name)).toEqual([...SOCKET_COLUMNS, 'recv_pos', 'pkt_pos', 'pkt_remain', 'send_pos', 'send_remain', 'pkt_avail', 'send_avail']);
+    expect(sockets.fields.map((f) => f.name)).toEqual([...SOCKET_COLUMNS, 'recv_pos', 'pkt_pos', 'pkt_remain', 'send_pos', 'send_remain', 'pkt_avail', 'send_avail', 'worker']);
     const states = new Set(sockets.rows.map((r) => r.state));
     expect(states.has('cl_idle') || states.has('cl_active')).toBe(true);
     expect(states.has('sv_idle')).toBe(true);
-    expect((await admin.query('SHOW ACTIVE_SOCKETS')).fields).toHaveLength(28);
+    expect((await admin.query('SHOW ACTIVE_SOCKETS')).fields).toHaveLength(29);
     expect(await failure(admin.query('SHOW FDS'))).toMatchObject({ code: '0A000', severity: 'ERROR' });
 
     const stats = (await show('STATS')).map((r) => r.database);

@@ -2,12 +2,12 @@ import { ConfigSchema, type Config } from '../config/schema.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 import type { PgmuxServer } from '../server.ts';
 import type { ShutdownMode } from './commands.ts';
-import type { AdminBackend } from './console.ts';
-import { ADMIN_DATABASES, ADMIN_ENDPOINT } from './session.ts';
+import type { AdminBackend, ResultSet } from './console.ts';
+import { LOCAL, mergeShow, type WorkerRows } from './merge.ts';
+import { ADMIN_DATABASES } from './session.ts';
 import { resolveSet } from './set-setting.ts';
 import { showCommand } from './show.ts';
-
-const s = (seconds: number) => Math.round(seconds * 1000);
+import { TOPIC, answerConsole, fromFields, type Action, type Outcome, type WorkerState } from './worker-actions.ts';
 
 /** A command that cannot run in the state pgmux is in, in PgBouncer's words. */
 const notNow = (message: string) => new PgError(SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE, message, { severity: 'ERROR' });
@@ -15,54 +15,49 @@ const notNow = (message: string) => new PgError(SqlState.OBJECT_NOT_IN_PREREQUIS
 /** How often a waiting command (WAIT_CLOSE) looks again. */
 const POLL_MS = 50;
 
+/** How much longer than shutdown_timeout the console waits for a worker's PAUSE or SUSPEND to answer. */
+const PAUSE_MARGIN_MS = 5000;
+
 /**
- * What the admin console does to a running pgmux. Commands that name a
- * database take a `[databases]` entry's name: an endpoint's, or the
- * database name clients log in with.
+ * What the admin console does to a running pgmux: the whole pgmux, every
+ * worker, whichever the console's client is connected to. A SHOW asks
+ * every worker for its rows and merges them (merge.ts); a command is
+ * checked against every worker's state, then run on every worker, and
+ * answered once: an error on any worker is the answer. With one worker
+ * (a SoloLink) the path is the same.
+ *
+ * Commands that name a database take a `[databases]` entry's name: an
+ * endpoint's, or the database name clients log in with.
  */
 export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Config>, shutdown: (mode: ShutdownMode) => void): AdminBackend {
-  /**
-   * Names the console's commands may use: endpoint names, the database
-   * names clients log in with or have logged in with, and those the
-   * endpoints' node URLs name.
-   */
-  const knownDatabase = (name: string): boolean => {
-    if (server.registry.endpoints().has(name) || server.servedDatabases.has(name)) return true;
-    if (server.pools.all().some((p) => p.where.entry === name)) return true;
-    for (const c of server.sessions) if (c.database === name && c.endpointName !== ADMIN_ENDPOINT) return true;
-    for (const ep of server.registry.endpoints().values()) if (ep.nodes.some((n) => n.database === name)) return true;
-    return false;
-  };
-  /** An unknown name, or the console's own, is an error the console goes on after, in PgBouncer's words. */
-  const mustKnow = (name: string | undefined, verb: string) => {
+  const link = server.link;
+  answerConsole(server, reloadSource, shutdown);
+  const ms = (seconds: number) => Math.round(seconds * 1000);
+
+  /** Every worker's state, for the checks PgBouncer makes before a command. */
+  const states = async (name?: string): Promise<WorkerState[]> => (await link.askAll<WorkerState>(TOPIC.state, name)).map((a) => a.answer);
+  /** An unknown name (on every worker), or the console's own, is an error the console goes on after, in PgBouncer's words. */
+  const mustKnow = (name: string | undefined, verb: string, all: WorkerState[]) => {
     if (name === undefined) return;
     if (ADMIN_DATABASES.has(name)) throw new PgError(SqlState.FEATURE_NOT_SUPPORTED, `cannot ${verb} admin db: ${name}`, { severity: 'ERROR' });
-    if (!knownDatabase(name)) throw new PgError(SqlState.INVALID_CATALOG_NAME, `no such database: ${name}`, { severity: 'ERROR' });
+    if (!all.some((w) => w.known)) throw new PgError(SqlState.INVALID_CATALOG_NAME, `no such database: ${name}`, { severity: 'ERROR' });
   };
-  const notPaused = () => {
-    if (server.pools.pauseMode !== 'none') throw notNow('already suspended/paused');
+  const notPaused = (all: WorkerState[]) => {
+    if (all.some((w) => w.pauseMode !== 'none')) throw notNow('already suspended/paused');
   };
-  /** PAUSE and SUSPEND wait for connections in use at most shutdown_timeout; the pause stays. */
-  const pauseWaiting = async (wait: Promise<void>, verb: string) => {
-    try {
-      await wait;
-    } catch (err) {
-      throw new PgError(SqlState.QUERY_CANCELED, `${verb} did not complete: ${(err as Error).message}`, { hint: 'Clients keep waiting; RESUME releases them.' });
-    }
+  /** Runs an action on every worker; the first error (in worker order) is the answer. */
+  const everywhere = async (action: Action, timeoutMs?: number): Promise<void> => {
+    const outcomes = await link.askAll<Outcome>(TOPIC.run, action, timeoutMs);
+    for (const { answer } of outcomes) if (!answer.ok) throw fromFields(answer.error);
   };
-  /** Applies a configuration as RELOAD and SIGHUP do; a failure leaves the running one. */
-  const apply = async (next: () => Promise<Config>, failure: string) => {
-    try {
-      await server.reload(await next());
-    } catch (err) {
-      const reason = err instanceof PgError ? err.message : (err as Error).message;
-      server.log.error({ err: reason }, 'configuration not reloaded; keeping the running one');
-      throw new PgError(SqlState.CONFIG_FILE_ERROR, failure, { severity: 'ERROR', detail: reason });
-    }
+  /** Each worker's rows of a SHOW, the console's own first. */
+  const gather = async (what: string): Promise<WorkerRows[]> => {
+    const answers = (await link.askAll<ResultSet | null>(TOPIC.show, what)).filter((a): a is WorkerRows => a.answer !== null);
+    return [...answers.filter((a) => a.worker === link.id), ...answers.filter((a) => a.worker !== link.id)];
   };
 
   return {
-    show: (what) => {
+    show: async (what) => {
       if (what === 'FDS') {
         // PgBouncer's SHOW FDS hands its sockets, cancel keys and login
         // secrets to a new process (online restart); pgmux has none to hand over.
@@ -71,65 +66,88 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
           hint: 'SHOW SOCKETS lists every client and server connection.',
         });
       }
-      return showCommand(server, what);
+      if (LOCAL.has(what)) return showCommand(server, what);
+      const answers = await gather(what);
+      if (answers.length === 0) return showCommand(server, what);
+      const pools = what === 'LISTS' ? mergeShow('POOLS', await gather('POOLS')) : undefined;
+      return mergeShow(what, answers, pools);
     },
-    // PgBouncer's message, with the reasons in DETAIL.
-    reload: () => apply(reloadSource, 'RELOAD failed, see logs for additional details'),
+    reload: () => everywhere({ verb: 'reload' }),
     set: async (name, value) => {
       const change = resolveSet(name, value);
-      const current = server.currentConfig;
-      const parsed = ConfigSchema.safeParse({ ...current, [change.key]: change.value });
+      // Checked here first, so a bad value changes no worker.
+      const parsed = ConfigSchema.safeParse({ ...server.currentConfig, [change.key]: change.value });
       if (!parsed.success) {
         throw new PgError(SqlState.INVALID_PARAMETER_VALUE, `invalid value for parameter "${name}": "${value}"`, {
           severity: 'ERROR',
           detail: parsed.error.issues[0]?.message,
         });
       }
-      await apply(async () => parsed.data, `SET ${name} failed`);
+      await everywhere({ verb: 'set', key: change.key, value: change.value, name, text: value });
     },
-    kill: (name) => {
-      notPaused();
-      mustKnow(name, 'kill');
-      server.kill(name);
+    kill: async (name) => {
+      const all = await states(name);
+      notPaused(all);
+      mustKnow(name, 'kill', all);
+      await everywhere({ verb: 'kill', name });
     },
-    killClient: (id) => {
+    killClient: async (id) => {
       if (!/^[0-9]+$/.test(id)) throw new PgError(SqlState.INVALID_PARAMETER_VALUE, 'invalid client pointer supplied', { severity: 'ERROR' });
-      const client = [...server.sessions].find((c) => c.id === Number(id) && c.loggedIn);
-      if (client === undefined) throw new PgError(SqlState.UNDEFINED_OBJECT, 'client not found', { severity: 'ERROR' });
-      client.fatal(new PgError(SqlState.ADMIN_SHUTDOWN, 'admin forced disconnect'));
+      // A client's id says its worker (show.ts): id = the worker's own id × workers + worker.
+      const n = Number(id);
+      const worker = n % link.count;
+      const notFound = () => new PgError(SqlState.UNDEFINED_OBJECT, 'client not found', { severity: 'ERROR' });
+      let outcome: Outcome;
+      try {
+        outcome = await link.ask<Outcome>(worker, TOPIC.run, { verb: 'kill_client', id: (n - worker) / link.count });
+      } catch {
+        // That worker is gone, and its clients with it.
+        throw notFound();
+      }
+      if (!outcome.ok) throw fromFields(outcome.error);
+      if (outcome.found !== true) throw notFound();
     },
-    reconnect: (name) => {
-      mustKnow(name, 'reconnect');
-      server.reconnect(name);
+    reconnect: async (name) => {
+      mustKnow(name, 'reconnect', await states(name));
+      await everywhere({ verb: 'reconnect', name });
     },
     pause: async (name) => {
-      notPaused();
-      mustKnow(name, 'pause');
-      await pauseWaiting(server.pools.pause(name, s(server.currentConfig.shutdown_timeout)), 'PAUSE');
+      const all = await states(name);
+      notPaused(all);
+      mustKnow(name, 'pause', all);
+      await everywhere({ verb: 'pause', name }, ms(server.currentConfig.shutdown_timeout) + PAUSE_MARGIN_MS);
     },
     suspend: async () => {
-      notPaused();
-      if (server.pools.pausedDatabases().length > 0) throw notNow('cannot suspend with paused databases');
-      await pauseWaiting(server.pools.pause(undefined, s(server.currentConfig.shutdown_timeout), 'suspend'), 'SUSPEND');
+      const all = await states();
+      notPaused(all);
+      if (all.some((w) => w.pausedDatabases > 0)) throw notNow('cannot suspend with paused databases');
+      await everywhere({ verb: 'suspend' }, ms(server.currentConfig.shutdown_timeout) + PAUSE_MARGIN_MS);
     },
-    resume: (name) => {
-      mustKnow(name, 'resume');
-      if (name === undefined && server.pools.pauseMode === 'none' && server.pools.pausedDatabases().length === 0) throw notNow('pooler is not paused/suspended');
-      if (name !== undefined && !server.pools.isNamePaused(name)) throw notNow(`database ${name} is not paused`);
-      server.pools.resume(name);
+    resume: async (name) => {
+      const all = await states(name);
+      mustKnow(name, 'resume', all);
+      // Paused on any worker is enough: a worker started since the PAUSE is not paused.
+      if (name === undefined && all.every((w) => w.pauseMode === 'none' && w.pausedDatabases === 0)) throw notNow('pooler is not paused/suspended');
+      if (name !== undefined && !all.some((w) => w.namePaused)) throw notNow(`database ${name} is not paused`);
+      await everywhere({ verb: 'resume', name });
     },
-    disable: (name) => {
-      mustKnow(name, 'disable');
-      server.disabled.add(name);
+    disable: async (name) => {
+      mustKnow(name, 'disable', await states(name));
+      await everywhere({ verb: 'disable', name });
     },
-    enable: (name) => {
-      mustKnow(name, 'enable');
-      server.disabled.delete(name);
+    enable: async (name) => {
+      mustKnow(name, 'enable', await states(name));
+      await everywhere({ verb: 'enable', name });
     },
     waitClose: async (name, signal) => {
-      mustKnow(name, 'wait in');
-      while (server.pools.closeNeeded(name) > 0 && !signal.aborted) await new Promise((r) => setTimeout(r, POLL_MS));
+      mustKnow(name, 'wait in', await states(name));
+      const left = async () => (await link.askAll<number>(TOPIC.closeNeeded, name)).reduce((a, w) => a + w.answer, 0);
+      while (!signal.aborted && (await left()) > 0) await new Promise((r) => setTimeout(r, POLL_MS));
     },
-    shutdown,
+    // The others first (each answers, then stops): this worker's own shutdown ends the process that tells them.
+    shutdown: (mode) => {
+      const others = Array.from({ length: link.count }, (_, w) => w).filter((w) => w !== link.id);
+      void Promise.allSettled(others.map((w) => link.ask(w, TOPIC.shutdown, mode))).then(() => shutdown(mode));
+    },
   };
 }

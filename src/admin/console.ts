@@ -20,17 +20,17 @@ export interface ResultSet {
  * name clients log in with; absent, every database.
  */
 export interface AdminBackend {
-  show(what: string): ResultSet | null;
+  show(what: string): Promise<ResultSet | null>;
   reload(): Promise<void>;
   set(key: string, value: string): Promise<void>;
-  kill(database?: string): void;
-  killClient(id: string): void;
-  reconnect(database?: string): void;
+  kill(database?: string): Promise<void>;
+  killClient(id: string): Promise<void>;
+  reconnect(database?: string): Promise<void>;
   pause(database?: string): Promise<void>;
-  resume(database?: string): void;
+  resume(database?: string): Promise<void>;
   suspend(): Promise<void>;
-  disable(database: string): void;
-  enable(database: string): void;
+  disable(database: string): Promise<void>;
+  enable(database: string): Promise<void>;
   /** Resolves once no server connection of the database that RECONNECT or RELOAD marked for closing is left, or when `signal` aborts. */
   waitClose(database: string | undefined, signal: AbortSignal): Promise<void>;
   shutdown(mode: ShutdownMode): void;
@@ -62,7 +62,7 @@ async function run(sql: string, backend: AdminBackend, rights: Rights, signal: A
   switch (cmd.kind) {
     case 'show':
       if (cmd.what === 'HELP') return help();
-      return encode(backend.show(cmd.what)!, 'SHOW');
+      return encode((await backend.show(cmd.what))!, 'SHOW');
     case 'show_parameter':
       // What a driver asks of any server; the console has these fixed.
       return encode({ columns: [[cmd.name, 'text']], rows: [[CLIENT_PARAMETERS.get(cmd.name)!]] }, 'SHOW');
@@ -78,28 +78,28 @@ async function run(sql: string, backend: AdminBackend, rights: Rights, signal: A
       // PgBouncer's tag says what was set.
       return [commandComplete(`SET ${cmd.key}=${cmd.value}`)];
     case 'kill':
-      backend.kill(cmd.database);
+      await backend.kill(cmd.database);
       return [commandComplete('KILL')];
     case 'kill_client':
-      backend.killClient(cmd.id);
+      await backend.killClient(cmd.id);
       return [commandComplete('KILL_CLIENT')];
     case 'reconnect':
-      backend.reconnect(cmd.database);
+      await backend.reconnect(cmd.database);
       return [commandComplete('RECONNECT')];
     case 'pause':
       await backend.pause(cmd.database);
       return [commandComplete('PAUSE')];
     case 'resume':
-      backend.resume(cmd.database);
+      await backend.resume(cmd.database);
       return [commandComplete('RESUME')];
     case 'suspend':
       await backend.suspend();
       return [commandComplete('SUSPEND')];
     case 'disable':
-      backend.disable(cmd.database);
+      await backend.disable(cmd.database);
       return [commandComplete('DISABLE')];
     case 'enable':
-      backend.enable(cmd.database);
+      await backend.enable(cmd.database);
       return [commandComplete('ENABLE')];
     case 'wait_close':
       await backend.waitClose(cmd.database, signal);

@@ -47,7 +47,16 @@ interface SocketRow {
   socket: { writableLength: number; readableLength: number };
 }
 
-function clientRow(s: ClientSession, state: string): SocketRow {
+/**
+ * A connection's id as the console shows it, unique across workers: the
+ * worker's own id × workers + the worker's index (the same id with one
+ * worker). KILL_CLIENT reads the worker back from it.
+ */
+type Ids = (own: number) => number;
+
+export const shownId = (server: PgmuxServer): Ids => (own) => own * server.link.count + server.link.id;
+
+function clientRow(s: ClientSession, state: string, id: Ids): SocketRow {
   const conn = s.server;
   const waited = s.waitingSince === null ? 0 : Date.now() - s.waitingSince;
   const sock = s.socket;
@@ -56,21 +65,21 @@ function clientRow(s: ClientSession, state: string): SocketRow {
     socket: sock,
     row: [
       'C', s.user || '(nouser)', s.database || '(nodb)', s.replication ?? 'none', state, sock.remoteAddress ?? null, sock.remotePort ?? null, sock.localAddress ?? null,
-      sock.localPort ?? null, time(s.connectedAt), time(s.connectedAt), Math.floor(waited / 1000), (waited % 1000) * 1000, 0, `c${s.id}`,
-      conn ? `s${conn.id}` : '', 0, tlsInfo(sock), s.applicationName, 0, s.id,
+      sock.localPort ?? null, time(s.connectedAt), time(s.connectedAt), Math.floor(waited / 1000), (waited % 1000) * 1000, 0, `c${id(s.id)}`,
+      conn ? `s${id(conn.id)}` : '', 0, tlsInfo(sock), s.applicationName, 0, id(s.id),
     ],
   };
 }
 
-function serverRow(conn: ServerConnection, state: string, user: string, database: string, client: ClientSession | null): SocketRow {
+function serverRow(conn: ServerConnection, state: string, user: string, database: string, client: ClientSession | null, id: Ids): SocketRow {
   const sock = conn.socket;
   return {
     state,
     socket: sock,
     row: [
       'S', user, database, client?.replication ?? 'none', state, conn.host, conn.port, sock.localAddress ?? null, sock.localPort ?? null, time(conn.createdAt),
-      time(conn.lastUsedAt), 0, 0, conn.pool?.closeNeeded === true ? 1 : 0, `s${conn.id}`, client ? `c${client.id}` : '', conn.processId,
-      tlsInfo(sock), client?.applicationName ?? '', 0, conn.id,
+      time(conn.lastUsedAt), 0, 0, conn.pool?.closeNeeded === true ? 1 : 0, `s${id(conn.id)}`, client ? `c${id(client.id)}` : '', conn.processId,
+      tlsInfo(sock), client?.applicationName ?? '', 0, id(conn.id),
     ],
   };
 }
@@ -83,16 +92,17 @@ function serverRow(conn: ServerConnection, state: string, user: string, database
 function sockets(server: PgmuxServer): { clients: SocketRow[]; servers: SocketRow[] } {
   const clients: SocketRow[] = [];
   const servers: SocketRow[] = [];
+  const id = shownId(server);
   for (const s of server.sessions) {
     if (!s.loggedIn) {
-      clients.push(clientRow(s, 'cl_login'));
+      clients.push(clientRow(s, 'cl_login', id));
       continue;
     }
     const conn = s.server;
-    clients.push(clientRow(s, conn !== null ? 'cl_active' : s.waitingSince !== null ? 'cl_waiting' : 'cl_idle'));
-    if (conn !== null) servers.push(serverRow(conn, 'sv_active', conn.pool?.where.user ?? s.user, conn.pool?.where.entry ?? s.database, s));
+    clients.push(clientRow(s, conn !== null ? 'cl_active' : s.waitingSince !== null ? 'cl_waiting' : 'cl_idle', id));
+    if (conn !== null) servers.push(serverRow(conn, 'sv_active', conn.pool?.where.user ?? s.user, conn.pool?.where.entry ?? s.database, s, id));
   }
-  for (const p of server.pools.all()) for (const conn of p.idleConnections()) servers.push(serverRow(conn, 'sv_idle', p.where.user, p.where.entry, null));
+  for (const p of server.pools.all()) for (const conn of p.idleConnections()) servers.push(serverRow(conn, 'sv_idle', p.where.user, p.where.entry, null, id));
   return { clients, servers };
 }
 
