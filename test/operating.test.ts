@@ -35,7 +35,8 @@ describe('metrics and health', () => {
       expect(text).toMatch(/^pgmux_server_connections\{endpoint="main",node="0",state="idle"\} 1$/m);
       expect(text).toMatch(/^pgmux_pool_wait_seconds_count /m);
       expect(text).toMatch(/^pgmux_prepared_cache_misses_total 1$/m);
-      expect(text).toMatch(/^pgmux_process_resident_memory_bytes /m);
+      // A process metric is one series per worker.
+      expect(text).toMatch(/^pgmux_process_resident_memory_bytes\{worker="0"\} /m);
       expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
       expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
       expect((await fetch(`http://127.0.0.1:${port}/nope`)).status).toBe(404);

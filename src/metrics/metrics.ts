@@ -3,6 +3,12 @@ import client from 'prom-client';
 import type { PgmuxServer } from '../server.ts';
 import { parseListen } from '../server.ts';
 
+/** The link topic each worker answers with its own metrics (getMetricsAsJSON). */
+export const METRICS_TOPIC = 'metrics:json';
+
+/** One worker's metrics, as getMetricsAsJSON gives them and the link carries them. */
+type MetricsJson = Awaited<ReturnType<client.Registry['getMetricsAsJSON']>>;
+
 /**
  * Prometheus metrics. Gauges are read from the running pgmux when scraped
  * (nothing on the hot path); counters the hot path already keeps are
@@ -11,12 +17,15 @@ import { parseListen } from '../server.ts';
 export function makeRegistry(server: PgmuxServer): client.Registry {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry, prefix: 'pgmux_' });
+  // What a scrape shows once per worker: the process's own CPU, memory, event loop, ...
+  const perProcess = new Set(registry.getMetricsAsArray().map((m) => (m as unknown as { name: string }).name));
   const st = server.ctx.stats;
-  const gauge = (name: string, help: string, labelNames: string[], fill: (g: client.Gauge) => void) =>
+  const gauge = (name: string, help: string, labelNames: string[], fill: (g: client.Gauge) => void, aggregator: client.Aggregator = 'sum') =>
     new client.Gauge({
       name,
       help,
       labelNames,
+      aggregator,
       registers: [registry],
       collect() {
         this.reset();
@@ -47,15 +56,34 @@ export function makeRegistry(server: PgmuxServer): client.Registry {
       g.inc({ endpoint, node, state: 'idle' }, p.idleCount);
     }
   });
-  gauge('pgmux_node_up', 'Whether a node is in rotation (1) or not (0)', ['endpoint', 'node', 'role'], (g) => {
-    for (const [name, m] of server.registry.monitors()) for (const n of m.nodes()) g.set({ endpoint: name, node: String(n.index), role: n.role }, n.up ? 1 : 0);
-  });
-  gauge('pgmux_node_lag_seconds', 'Replication lag of a replica, in seconds', ['endpoint', 'node'], (g) => {
-    for (const [name, m] of server.registry.monitors()) for (const n of m.nodes()) if (n.role === 'replica' && Number.isFinite(n.lagSeconds)) g.set({ endpoint: name, node: String(n.index) }, n.lagSeconds);
-  });
-  gauge('pgmux_node_lag_bytes', 'Replication lag of a replica, in bytes of WAL', ['endpoint', 'node'], (g) => {
-    for (const [name, m] of server.registry.monitors()) for (const n of m.nodes()) if (n.role === 'replica') g.set({ endpoint: name, node: String(n.index) }, n.lagBytes);
-  });
+  // Each worker checks the nodes' health itself: a node is in rotation when every worker has it, its lag the largest any worker saw.
+  gauge(
+    'pgmux_node_up',
+    'Whether a node is in rotation (1) or not (0)',
+    ['endpoint', 'node', 'role'],
+    (g) => {
+      for (const [name, m] of server.registry.monitors()) for (const n of m.nodes()) g.set({ endpoint: name, node: String(n.index), role: n.role }, n.up ? 1 : 0);
+    },
+    'min',
+  );
+  gauge(
+    'pgmux_node_lag_seconds',
+    'Replication lag of a replica, in seconds',
+    ['endpoint', 'node'],
+    (g) => {
+      for (const [name, m] of server.registry.monitors()) for (const n of m.nodes()) if (n.role === 'replica' && Number.isFinite(n.lagSeconds)) g.set({ endpoint: name, node: String(n.index) }, n.lagSeconds);
+    },
+    'max',
+  );
+  gauge(
+    'pgmux_node_lag_bytes',
+    'Replication lag of a replica, in bytes of WAL',
+    ['endpoint', 'node'],
+    (g) => {
+      for (const [name, m] of server.registry.monitors()) for (const n of m.nodes()) if (n.role === 'replica') g.set({ endpoint: name, node: String(n.index) }, n.lagBytes);
+    },
+    'max',
+  );
   gauge('pgmux_routed_statements', 'Batches routed to each node since start, by kind (read or write)', ['endpoint', 'node', 'kind'], (g) => {
     for (const [name, m] of server.registry.monitors()) {
       for (const n of m.nodes()) {
@@ -80,19 +108,44 @@ export function makeRegistry(server: PgmuxServer): client.Registry {
     registers: [registry],
   });
   server.pools.onWait = (seconds) => waits.observe(seconds);
+  server.link.handle(METRICS_TOPIC, async () => ownMetrics(await registry.getMetricsAsJSON(), perProcess, server.link.id));
   return registry;
 }
 
-/** /metrics, /healthz (the process answers) and /readyz (it accepts clients). */
+/**
+ * This worker's metrics as the scrape merges them: a metric of the
+ * process (CPU, memory, event loop, heap, ...) carries the worker's index
+ * as a `worker` label, one series per worker, where summing would hide
+ * the busy one; pgmux's own keep their labels and are summed.
+ */
+function ownMetrics(metrics: MetricsJson, perProcess: Set<string>, worker: number): MetricsJson {
+  return metrics.map((m) => {
+    if (!perProcess.has(m.name)) return m;
+    const values = m.values.map((v) => ({ ...v, labels: { ...v.labels, worker: String(worker) } }));
+    return { ...m, values, aggregator: 'first' } as typeof m;
+  });
+}
+
+/** Every worker's metrics (those that answer), merged: what /metrics shows for the whole pgmux. */
+async function wholeMetrics(server: PgmuxServer): Promise<client.Registry> {
+  const answers = await server.link.askAll<MetricsJson>(METRICS_TOPIC);
+  return client.AggregatorRegistry.aggregate(answers.map((a) => a.answer));
+}
+
+/**
+ * /metrics (every worker's, merged, whichever worker the request reaches),
+ * /healthz (this process answers) and /readyz (this process accepts
+ * clients): health is each worker's own, as a connection the kernel hands
+ * to that worker is served by it alone.
+ */
 export async function startMetricsServer(listen: string, server: PgmuxServer): Promise<http.Server> {
   const registry = makeRegistry(server);
   const http_ = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {
-      registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-        (err: Error) => res.writeHead(500).end(err.message),
-      );
+      wholeMetrics(server)
+        .then(async (whole) => res.writeHead(200, { 'content-type': registry.contentType }).end(await whole.metrics()))
+        .catch((err: Error) => res.writeHead(500).end(err.message));
     } else if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
@@ -105,7 +158,8 @@ export async function startMetricsServer(listen: string, server: PgmuxServer): P
   const { host, port } = parseListen(listen);
   await new Promise<void>((resolve, reject) => {
     http_.once('error', reject);
-    http_.listen({ host, port }, () => resolve());
+    // Every worker listens on the same address, as on `listen`.
+    http_.listen({ host, port, reusePort: server.link.count > 1 || server.currentConfig.so_reuseport }, () => resolve());
   });
   return http_;
 }
