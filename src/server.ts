@@ -160,7 +160,7 @@ export class PgmuxServer {
     );
     // Health checks log in as pgmux does for clients; a node that cannot be reached sends its clients to the primary.
     this.registry.useServers(this.pools);
-    const cancels = new CancelRegistry();
+    const cancels = new CancelRegistry({ config: () => this.config, log: this.log, link: this.link });
     this.ctx = {
       settings: () => this.sessionSettings,
       endpoints: () => this.registry.endpoints(),
@@ -624,6 +624,7 @@ export class PgmuxServer {
     for (const session of this.sessions) session.fatal(err);
     await closed;
     this.registry.stop();
+    await this.ctx.cancels.close();
     this.pools.close(err);
     // Server connections released by the sessions above are reset first;
     // give them a moment, then close what is left.

@@ -1,6 +1,6 @@
 import { ConfigError } from './errors.ts';
 import { closestKey } from './issues.ts';
-import { DATABASE_KEYS, PGBOUNCER_KEYS, SECTIONS, USER_KEYS, type KeyRule, type ValueKind } from './pgbouncer-keys.ts';
+import { DATABASE_KEYS, PEER_KEYS, PGBOUNCER_KEYS, SECTIONS, USER_KEYS, type KeyRule, type ValueKind } from './pgbouncer-keys.ts';
 import { scalarSettings } from './introspect.ts';
 import { LOAD_BALANCE_HOSTS } from './endpoint-spec.ts';
 
@@ -304,6 +304,39 @@ function translateUsers(t: Translation, entries: IniEntry[]): void {
   if (Object.keys(users).length > 0) t.config.users = users;
 }
 
+/**
+ * [peers]: `peer_id = host=… port=… pool_size=…`, where a CancelRequest
+ * whose key carries that peer_id is forwarded. A host starting with / or @
+ * is a Unix-socket directory, as in PgBouncer.
+ */
+function translatePeers(t: Translation, entries: IniEntry[]): void {
+  const peers: Record<string, Record<string, unknown>> = {};
+  const known = Object.keys(PEER_KEYS);
+  for (const { key: id, value, line } of entries) {
+    const n = t.read('integer', 'peer_id', id, line);
+    if (n === undefined) continue;
+    if ((n as number) < 1 || (n as number) > 16383) {
+      t.problem(line, `[peers] ${id}: expected a peer_id 1-16383`);
+      continue;
+    }
+    const peer: Record<string, unknown> = {};
+    for (const [k, v] of parseConnString(value)) {
+      const rule = PEER_KEYS[k];
+      if (rule === undefined) {
+        t.unknown(line, `parameter in [peers] ${id}`, k, known);
+        continue;
+      }
+      const got = t.apply(rule, `peers.${id}.${k}`, v, line, `[peers] ${id}: the ${k} parameter`);
+      if (got !== undefined) peer[k] = got;
+    }
+    if (typeof peer.host !== 'string' || peer.host === '') t.problem(line, `[peers] ${id}: host is required (a host name, address or Unix-socket directory)`);
+    if (typeof peer.port === 'number' && (peer.port < 1 || peer.port > 65535)) t.problem(line, `[peers] ${id}: port = ${peer.port}: expected 1-65535`);
+    if (typeof peer.pool_size === 'number' && peer.pool_size < 1) t.problem(line, `[peers] ${id}: pool_size = ${peer.pool_size}: expected 1 or more`);
+    peers[String(n)] = peer;
+  }
+  if (Object.keys(peers).length > 0) t.config.peers = peers;
+}
+
 export function pgbouncerIniToConfig(text: string, file: string): IniResult {
   const sections = parseIni(text, file);
   const t = new Translation(file);
@@ -318,7 +351,7 @@ export function pgbouncerIniToConfig(text: string, file: string): IniResult {
   translatePgbouncer(t, sections.get('pgbouncer')?.entries ?? []);
   translateDatabases(t, sections.get('databases')?.entries ?? []);
   translateUsers(t, sections.get('users')?.entries ?? []);
-  if ((sections.get('peers')?.entries ?? []).length > 0) t.ignored.add('[peers]');
+  translatePeers(t, sections.get('peers')?.entries ?? []);
   if (t.problems.length > 0) throw new ConfigError(t.problems);
   return { config: t.config, ignored: [...t.ignored] };
 }

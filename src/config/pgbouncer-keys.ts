@@ -102,7 +102,7 @@ export const PGBOUNCER_KEYS: Record<string, KeyRule> = {
   max_user_client_connections: renamed('max_user_client_conn'),
   max_user_connections: same,
   min_pool_size: same,
-  peer_id: ignore,
+  peer_id: same,
   pidfile: renamed('pid_file'),
   pkt_buf: ignore,
   pool_mode: same,
@@ -201,5 +201,12 @@ export const USER_KEYS: Record<string, KeyRule> = {
   transaction_timeout: userTimeout,
 };
 
-/** Sections of a pgbouncer.ini; [peers] (cancel forwarding between PgBouncers) has no effect on pgmux. */
+/** Keys of a [peers] entry: where a CancelRequest for that peer_id is forwarded. */
+export const PEER_KEYS: Record<string, KeyRule> = {
+  host: map('string'),
+  port: map('integer'),
+  pool_size: map('integer'),
+};
+
+/** Sections of a pgbouncer.ini. */
 export const SECTIONS = ['pgbouncer', 'databases', 'users', 'peers'];

@@ -836,7 +836,7 @@ export class ClientSession implements CancelTarget, WatchedClient {
     this.phase = enum_.closed;
     this.stopLoginTimer();
     this.timeouts?.stop();
-    if (this.cancelKey !== null) this.ctx.cancels.unregister(this.cancelKey.processId);
+    if (this.cancelKey !== null) this.ctx.cancels.unregister(this.cancelKey);
     this.ctx.clientGone(this);
     this.ctx.stats.bytesIn += this.socket.bytesRead;
     this.ctx.stats.bytesOut += this.socket.bytesWritten;
