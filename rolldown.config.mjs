@@ -5,6 +5,6 @@
 export default {
   input: 'src/cli.ts',
   platform: 'node',
-  external: [/^node:/, 'pg', 'postgres', 'prom-client', 'pino-pretty', 'libpg-query'],
+  external: [/^node:/, 'pg', 'postgres', 'prom-client', 'pino-pretty', 'libpg-query', 'ioredis'],
   output: { dir: 'dist', format: 'esm', sourcemap: true, chunkFileNames: '[name].js' },
 };
