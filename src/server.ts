@@ -6,7 +6,7 @@ import { CredentialStore, type AuthQueryPlace } from './auth/credential-store.ts
 import { loginToServer } from './auth/server-login.ts';
 import { ServerConnection } from './pool/server-connection.ts';
 import { Pools, type PoolKey } from './pool/pools.ts';
-import type { Pool, PoolSettings } from './pool/pool.ts';
+import type { Pool, PoolLimits, PoolSettings } from './pool/pool.ts';
 import { SharedLimits } from './pool/shared-limits.ts';
 import { parseNodeUrl, type Endpoint, type NodeAddress } from './routing/endpoint.ts';
 import { EndpointRegistry } from './routing/registry.ts';
@@ -295,10 +295,12 @@ export class PgmuxServer {
   }
 
   /** Limits pools share (max_db_connections, max_user_connections), and who keeps min_pool_size. */
-  private readonly sharedLimits = new SharedLimits(
+  readonly sharedLimits = new SharedLimits(
     () => this.pools.all(),
     (pool) => this.poolInUse(pool),
   );
+  /** What a pool asks before it opens a connection: a worker of several also asks the supervisor (set before start). */
+  poolLimits: PoolLimits = this.sharedLimits;
 
   /** min_pool_size applies to a pool of an endpoint with a forced user, and to one a logged-in client uses. */
   private poolInUse(pool: Pool): boolean {
@@ -357,7 +359,7 @@ export class PgmuxServer {
       reserveTimeoutMs: s(c.reserve_pool_timeout),
       maxDbConnections: ep?.max_db_connections ?? c.max_db_connections,
       maxUserConnections: user?.max_user_connections ?? c.max_user_connections,
-      limits: this.sharedLimits,
+      limits: this.poolLimits,
       size: c.users[key.user]?.default_pool_size ?? c.endpoints[key.endpoint]?.default_pool_size ?? c.default_pool_size,
       queryWaitTimeoutMs: s(user?.query_wait_timeout ?? ep?.query_wait_timeout ?? c.query_wait_timeout),
       serverIdleTimeoutMs: s(c.server_idle_timeout),

@@ -15,6 +15,9 @@ import type { Config } from '../config/schema.ts';
 import { parseListenList } from '../listeners.ts';
 import { createLogger } from '../logging.ts';
 import { PgmuxServer } from '../server.ts';
+import { workerCount } from '../workers/count.ts';
+import { Supervisor } from '../workers/supervisor.ts';
+import type { Logger } from 'pino';
 import { Writable } from 'node:stream';
 
 /** Undone in reverse order when main() returns, however it returns. */
@@ -118,6 +121,13 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
 
   abort.throwIfAborted();
   const destination = logFile?.stream ?? (how.quiet ? nowhere() : undefined);
+  const count = workerCount(config);
+  if (count > 1) {
+    // The workers open the log_file themselves; the supervisor writes its own lines there too.
+    const log = createLogger({ level: config.log_level, format: config.log_format, destination });
+    if (how.quiet) for (const w of loaded.warnings) log.warn(w);
+    return superviseWorkers({ config, count, log, quiet: how.quiet, overlay, greeting, signals, cleanup, inBackground, reopenLog: () => logFile?.reopen() });
+  }
   const logger = destination === undefined ? undefined : createLogger({ level: config.log_level, format: config.log_format, destination });
   const server = new PgmuxServer(config, { logger });
   // -q: what would have gone to standard error goes where the log lines go.
@@ -136,25 +146,7 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
   }
   if (inBackground) daemonReady();
 
-  if (greeting !== null) {
-    const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
-    const { user, password } = greeting;
-    console.error(`\npgmux is serving a local primary and replica on ${host}:${addr.port} (user "${user}", password "${password}"). Connect with:\n`);
-    console.error(`  psql "postgresql://${user}:${password}@${host}:${addr.port}/${user}"\n`);
-    console.error('Reads go to the replica and writes to the primary: compare "SELECT inet_server_port()"');
-    console.error('with "CREATE TABLE t AS SELECT inet_server_port()" then "TABLE t".\n');
-    const admins = config.admin_users.split(',').map((u) => u.trim());
-    if (admins.includes(user)) {
-      console.error('The admin console (SHOW POOLS, SHOW CLIENTS, SHOW NODES, ...):\n');
-      console.error(`  psql "postgresql://${user}:${password}@${host}:${addr.port}/pgmux" -c "SHOW POOLS"\n`);
-    }
-    const metrics = server.metricsAddress();
-    if (metrics !== null) {
-      const mhost = metrics.host.includes(':') ? `[${metrics.host}]` : metrics.host;
-      console.error(`Prometheus metrics, health and readiness:\n\n  curl http://${mhost}:${metrics.port}/metrics\n  curl http://${mhost}:${metrics.port}/readyz\n`);
-    }
-    console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
-  }
+  if (greeting !== null) printGreeting(config, greeting, addr, server.metricsAddress());
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -183,6 +175,89 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
       },
     });
   });
+  return 0;
+}
+
+/** The embedded demo's words: where it serves and how to connect. */
+function printGreeting(config: Config, greeting: { user: string; password: string }, addr: { host: string; port: number }, metrics: { host: string; port: number } | null): void {
+  const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
+  const { user, password } = greeting;
+  console.error(`\npgmux is serving a local primary and replica on ${host}:${addr.port} (user "${user}", password "${password}"). Connect with:\n`);
+  console.error(`  psql "postgresql://${user}:${password}@${host}:${addr.port}/${user}"\n`);
+  console.error('Reads go to the replica and writes to the primary: compare "SELECT inet_server_port()"');
+  console.error('with "CREATE TABLE t AS SELECT inet_server_port()" then "TABLE t".\n');
+  const admins = config.admin_users.split(',').map((u) => u.trim());
+  if (admins.includes(user)) {
+    console.error('The admin console (SHOW POOLS, SHOW CLIENTS, SHOW NODES, ...):\n');
+    console.error(`  psql "postgresql://${user}:${password}@${host}:${addr.port}/pgmux" -c "SHOW POOLS"\n`);
+  }
+  if (metrics !== null) {
+    const mhost = metrics.host.includes(':') ? `[${metrics.host}]` : metrics.host;
+    console.error(`Prometheus metrics, health and readiness:\n\n  curl http://${mhost}:${metrics.port}/metrics\n  curl http://${mhost}:${metrics.port}/readyz\n`);
+  }
+  console.error('Ctrl-C stops pgmux and the local servers and removes their files.');
+}
+
+interface Supervised {
+  config: Config;
+  count: number;
+  log: Logger;
+  quiet: boolean;
+  overlay: (c: Config) => Config;
+  greeting: { user: string; password: string } | null;
+  signals: Signals;
+  cleanup: Cleanup;
+  inBackground: boolean;
+  reopenLog: () => void;
+}
+
+/**
+ * workers > 1: this process supervises; the workers serve. It stops once
+ * every worker has stopped, after a signal or the admin console's
+ * SHUTDOWN (passed on to every worker).
+ */
+async function superviseWorkers(o: Supervised): Promise<number> {
+  const { log, signals } = o;
+  let stopping = false;
+  const stop = (sig: 'SIGTERM' | 'SIGINT' | 'SIGQUIT', why: string) => {
+    if (stopping) {
+      // SIGQUIT still cuts a graceful stop short, as with one process.
+      if (sig === 'SIGQUIT') supervisor.signal('SIGQUIT');
+      return;
+    }
+    stopping = true;
+    log.info({ signal: why }, 'stopping every worker');
+    void supervisor.stop(sig);
+  };
+  const reloadSource = async () => o.overlay((await loadConfig(process.argv.slice(2), process.env)).config);
+  const supervisor = new Supervisor({
+    config: o.config,
+    count: o.count,
+    log,
+    quiet: o.quiet,
+    reloadSource,
+    onShutdown: (mode) => stop(mode === 'wait_for_clients' ? 'SIGTERM' : mode === 'wait_for_servers' ? 'SIGINT' : 'SIGQUIT', `SHUTDOWN ${mode}`),
+  });
+  o.cleanup.push(() => (stopping ? supervisor.stopped : supervisor.stop('SIGQUIT')));
+  const listening = await supervisor.start();
+  supervisor.markStarted();
+  log.info({ workers: o.count, pids: supervisor.pids() }, 'workers started');
+  signals.startup.throwIfAborted();
+  if (o.inBackground) daemonReady();
+  if (o.greeting !== null) printGreeting(o.config, o.greeting, listening.tcp[0], listening.metrics);
+  for (const sig of ['SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => supervisor.signal(sig));
+  process.on('SIGQUIT', () => stop('SIGQUIT', 'SIGQUIT'));
+  signals.running({
+    stop: (sig) => stop(sig, sig),
+    reload: () => {
+      o.reopenLog();
+      supervisor.reload().then(
+        () => log.info('configuration sent to every worker'),
+        (err: Error) => log.error({ err: err.message }, 'configuration not reloaded; keeping the running one'),
+      );
+    },
+  });
+  await supervisor.stopped;
   return 0;
 }
 

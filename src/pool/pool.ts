@@ -74,6 +74,12 @@ export interface PoolLimits {
   roomFor(pool: Pool, evict: boolean): boolean;
   /** min_pool_size applies: a client uses the pool, or its endpoint has a forced user. */
   keepsMinimum(pool: Pool): boolean;
+  /**
+   * One connection of `pool` that roomFor() let open has closed, or
+   * failed to open: limits kept elsewhere (a worker's grants from the
+   * supervisor) give its room back.
+   */
+  released?(pool: Pool): void;
 }
 
 const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i;
@@ -280,7 +286,7 @@ export class Pool {
     conn.onClose = null;
     conn.close();
     this.busy--;
-    this.stats.closed++;
+    this.closedOne();
     this.grow();
   }
 
@@ -294,7 +300,7 @@ export class Pool {
         this.idle.splice(i, 1);
         c.onClose = null;
         c.close();
-        this.stats.closed++;
+        this.closedOne();
       }
     }
     // Room another pool has made (max_db_connections, max_user_connections),
@@ -318,7 +324,7 @@ export class Pool {
     if (c === undefined) return false;
     c.onClose = null;
     c.close();
-    this.stats.closed++;
+    this.closedOne();
     return true;
   }
 
@@ -336,7 +342,7 @@ export class Pool {
     for (const c of this.idle.splice(0)) {
       c.onClose = null;
       c.close();
-      this.stats.closed++;
+      this.closedOne();
     }
   }
 
@@ -359,7 +365,7 @@ export class Pool {
       this.idle.pop();
       c.onClose = null;
       c.close();
-      this.stats.closed++;
+      this.closedOne();
     }
   }
 
@@ -380,7 +386,7 @@ export class Pool {
     // database restart): a connection given back while paused is closed.
     if (this.closing || this.paused) {
       conn.close();
-      this.stats.closed++;
+      this.closedOne();
       return;
     }
     conn.lastUsedAt = Date.now();
@@ -398,7 +404,7 @@ export class Pool {
     conn.onClose = () => {
       const i = this.idle.indexOf(conn);
       if (i >= 0) this.idle.splice(i, 1);
-      this.stats.closed++;
+      this.closedOne();
     };
   }
 
@@ -436,7 +442,7 @@ export class Pool {
    * as well once the first client in the queue has waited
    * reserve_pool_timeout.
    */
-  private sizeNow(): number {
+  sizeNow(): number {
     const { size, reserveSize = 0, reserveTimeoutMs = 0 } = this.settings;
     const first = this.waiters[0];
     if (reserveSize <= 0 || reserveTimeoutMs <= 0 || first === undefined || Date.now() - first.since < reserveTimeoutMs) return size;
@@ -468,6 +474,7 @@ export class Pool {
       },
       () => {
         this.opening--;
+        this.settings.limits?.released?.(this);
       },
     );
   }
@@ -481,6 +488,21 @@ export class Pool {
     this.giveBack(conn);
   }
 
+  /** A connection of the pool has closed. */
+  private closedOne(): void {
+    this.stats.closed++;
+    this.settings.limits?.released?.(this);
+  }
+
+  /**
+   * Room has come that roomFor() could not give at once (a grant from the
+   * supervisor): open what waiting clients and min_pool_size need.
+   */
+  poke(): void {
+    this.grow();
+    this.fillToMinimum();
+  }
+
   /** Opens connections while clients wait and the pool has room. */
   private grow(): void {
     if (this.paused) return;
@@ -490,6 +512,7 @@ export class Pool {
         (conn) => this.adopt(conn),
         (err: Error) => {
           this.opening--;
+          this.settings.limits?.released?.(this);
           const w = this.waiters.shift();
           if (w === undefined) return;
           if (w.timer) clearTimeout(w.timer);
