@@ -47,6 +47,7 @@ export class RedisCancelStore {
   private up = false;
   /** Whether "unreachable" has been said since it was last up (once per outage). */
   private saidDown = false;
+  private connectedOnce = false;
   private closed = false;
 
   private constructor(RedisClass: typeof Redis, url: string, log: Logger, liveKeys: () => Iterable<string>, onCancel: (hexKey: string) => void) {
@@ -67,6 +68,8 @@ export class RedisCancelStore {
     this.client.on('ready', () => {
       this.up = true;
       if (this.saidDown) this.log.info({ cancelStore: where }, 'cancel store reachable again');
+      else if (!this.connectedOnce) this.log.info({ cancelStore: where, channel: this.channel }, 'cancel store connected');
+      this.connectedOnce = true;
       this.saidDown = false;
       this.renew();
     });
