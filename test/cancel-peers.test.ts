@@ -36,7 +36,7 @@ describe('two pgmux instances peered (peer_id and [peers])', () => {
     // B is reached over TCP; A over its Unix socket, as PgBouncer's docs set peers up.
     const dirA = await tempDir('pgmux-peer-a-');
     const peers = { 1: { host: dirA, port: portA }, 2: { host: '127.0.0.1', port: portB } };
-    a = await startPgmux({ ...trustSettings(), listen: `127.0.0.1:${portA}`, unix_socket_dir: dirA, peer_id: 1, peers }, { logger: capture(logsA) });
+    a = await startPgmux({ ...trustSettings(), listen: `127.0.0.1:${portA}`, unix_socket_dir: dirA, peer_id: 1, peers, admin_users: 'app' }, { logger: capture(logsA) });
     b = await startPgmux({ ...trustSettings(), listen: `127.0.0.1:${portB}`, pool_mode: 'transaction', peer_id: 2, peers }, { logger: capture(logsB) });
   });
   afterAll(async () => {
@@ -93,6 +93,27 @@ describe('two pgmux instances peered (peer_id and [peers])', () => {
       const c = new pg.Client({ connectionString: p.url() });
       await c.connect();
       expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await c.end();
+    }
+  });
+
+  it('SHOW PEERS and SHOW PEER_POOLS list the configured peers, as PgBouncer\'s console does', async () => {
+    const c = new pg.Client({ connectionString: a.url('app', 'pgbouncer') });
+    await c.connect();
+    try {
+      const peers = await c.query('SHOW PEERS');
+      expect(peers.fields.map((f) => f.name)).toEqual(['peer_id', 'host', 'port', 'pool_size']);
+      expect(peers.rows.map((r) => [r.peer_id, r.port, r.pool_size])).toEqual([
+        [1, a.port, 20],
+        [2, b.port, 20],
+      ]);
+      const pools = await c.query('SHOW PEER_POOLS');
+      expect(pools.fields.map((f) => f.name)).toEqual(['peer_id', 'cl_active_cancel_req', 'cl_waiting_cancel_req', 'sv_active_cancel', 'sv_login']);
+      expect(pools.rows).toEqual([
+        { peer_id: 1, cl_active_cancel_req: 0, cl_waiting_cancel_req: 0, sv_active_cancel: 0, sv_login: 0 },
+        { peer_id: 2, cl_active_cancel_req: 0, cl_waiting_cancel_req: 0, sv_active_cancel: 0, sv_login: 0 },
+      ]);
+    } finally {
       await c.end();
     }
   });

@@ -8,7 +8,7 @@ import { CLIENT_PARAMETERS } from './set-setting.ts';
 
 export const SHOW_COMMANDS = [
   'HELP', 'POOLS', 'CLIENTS', 'SERVERS', 'SOCKETS', 'ACTIVE_SOCKETS', 'FDS', 'STATE', 'STATS', 'STATS_TOTALS', 'STATS_AVERAGES',
-  'DATABASES', 'USERS', 'CONFIG', 'VERSION', 'LISTS', 'ENDPOINTS', 'NODES',
+  'DATABASES', 'USERS', 'CONFIG', 'VERSION', 'LISTS', 'ENDPOINTS', 'NODES', 'PEERS', 'PEER_POOLS',
 ];
 
 export type ShutdownMode = 'now' | 'wait_for_clients' | 'wait_for_servers';

@@ -163,6 +163,8 @@ export function mergeShow(what: string, answers: WorkerRows[], pools?: ResultSet
       return byKey(answers, [0, 1], { 9: 'sum', 10: 'sum' });
     case 'STATE':
       return state(answers);
+    case 'PEER_POOLS':
+      return byKey(answers, [0], { 1: 'sum', 2: 'sum', 3: 'sum' });
     default:
       return answers[0].answer;
   }

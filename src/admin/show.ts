@@ -13,6 +13,7 @@ import type { ServerConnection } from '../pool/server-connection.ts';
 import type { PgmuxServer } from '../server.ts';
 import type { ClientSession } from '../session/client-session.ts';
 import { VERSION } from '../version.ts';
+import { showPeerPools, showPeers } from '../cancel/show-peers.ts';
 import type { Cell, Column, ResultSet } from './console.ts';
 import { changeableOnline } from './set-setting.ts';
 
@@ -349,6 +350,10 @@ export function showCommand(server: PgmuxServer, what: string): ResultSet | null
       return nodes(server);
     case 'STATE':
       return state(server);
+    case 'PEERS':
+      return showPeers(server.currentConfig);
+    case 'PEER_POOLS':
+      return showPeerPools(server.ctx.cancels);
     default:
       return null;
   }
