@@ -13,7 +13,7 @@ export interface CancelTarget {
 }
 
 export interface CancelRegistryOptions {
-  /** The configuration in force (peer_id and [peers] are read at each use, so RELOAD changes them). */
+  /** The configuration in force ([peers] is read at each use, so RELOAD changes it; peer_id and cancel_store at start). */
   config: () => Config;
   log: Logger;
   /** The other workers of this pgmux (a SoloLink when it runs one process). */
@@ -42,8 +42,9 @@ const hexOf = (key: CancelKey) => keyBytes(key).toString('hex');
  */
 export class CancelRegistry {
   private readonly byKey = new Map<string, CancelTarget>();
-  private readonly config: () => Config;
   private readonly log: Logger;
+  /** In every key handed out, so fixed for the life of the instance. */
+  private readonly peerId: number;
   readonly link: WorkerLink;
   readonly peers: PeerForwarder;
   private store: RedisCancelStore | null = null;
@@ -51,8 +52,8 @@ export class CancelRegistry {
   private closed = false;
 
   constructor(opts: CancelRegistryOptions) {
-    this.config = opts.config;
     this.log = opts.log;
+    this.peerId = opts.config().peer_id;
     this.link = opts.link ?? new SoloLink();
     this.peers = new PeerForwarder(opts.config, opts.log);
     this.link.handle('cancel', (payload) => this.cancelHere(payload as CancelKey, true));
@@ -73,11 +74,10 @@ export class CancelRegistry {
 
   /** A fresh key for a client of this worker, with this pgmux's peer_id in it. */
   register(target: CancelTarget): CancelKey {
-    const peerId = this.config().peer_id;
     let key: CancelKey;
     let hex: string;
     do {
-      key = newCancelKey(this.link.id, peerId);
+      key = newCancelKey(this.link.id, this.peerId);
       hex = hexOf(key);
     } while (this.byKey.has(hex));
     this.byKey.set(hex, target);
@@ -105,10 +105,9 @@ export class CancelRegistry {
   }
 
   private route(key: CancelKey): void {
-    const peerId = this.config().peer_id;
-    if (peerId > 0) {
+    if (this.peerId > 0) {
       const owner = keyOwner(key);
-      if (owner.peerId !== peerId) {
+      if (owner.peerId !== this.peerId) {
         if (this.peers.forward(key)) return;
         // No such peer: PgBouncer drops it; a cancel store may still know the key.
         if (this.store === null) {
