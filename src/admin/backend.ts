@@ -18,6 +18,9 @@ const POLL_MS = 50;
 /** How much longer than shutdown_timeout the console waits for a worker's PAUSE or SUSPEND to answer. */
 const PAUSE_MARGIN_MS = 5000;
 
+/** How long the console waits for a worker's RELOAD or SET, which may read files (or ask the supervisor to) first. */
+const RELOAD_WAIT_MS = 35_000;
+
 /**
  * What the admin console does to a running pgmux: the whole pgmux, every
  * worker, whichever the console's client is connected to. A SHOW asks
@@ -72,7 +75,7 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
       const pools = what === 'LISTS' ? mergeShow('POOLS', await gather('POOLS')) : undefined;
       return mergeShow(what, answers, pools);
     },
-    reload: () => everywhere({ verb: 'reload' }),
+    reload: () => everywhere({ verb: 'reload' }, RELOAD_WAIT_MS),
     set: async (name, value) => {
       const change = resolveSet(name, value);
       // Checked here first, so a bad value changes no worker.
@@ -83,7 +86,7 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
           detail: parsed.error.issues[0]?.message,
         });
       }
-      await everywhere({ verb: 'set', key: change.key, value: change.value, name, text: value });
+      await everywhere({ verb: 'set', key: change.key, value: change.value, name, text: value }, RELOAD_WAIT_MS);
     },
     kill: async (name) => {
       const all = await states(name);
