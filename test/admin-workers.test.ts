@@ -183,6 +183,20 @@ describe('admin console and /metrics across workers', () => {
     expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
   });
 
+  it('a worker that does not answer (dead, restarting) is left out of a SHOW, and its clients cannot be killed', async () => {
+    const onOne = (await admin.query('SHOW CLIENTS')).rows.find((r) => r.worker === 1)!;
+    w1.link.down = true;
+    try {
+      const clients_ = (await admin.query('SHOW CLIENTS')).rows;
+      expect(clients_.every((r) => r.worker === 0)).toBe(true);
+      expect((await admin.query('SHOW LISTS')).rows.find((r) => r.list === 'used_clients')).toMatchObject({ items: w0.server.sessions.size });
+      expect(await admin.query(`KILL_CLIENT ${onOne.id}`).catch((e: PgErr) => e)).toMatchObject({ message: 'client not found' });
+    } finally {
+      w1.link.down = false;
+    }
+    expect((await admin.query('SHOW CLIENTS')).rows.some((r) => r.id === onOne.id)).toBe(true);
+  });
+
   it('SHUTDOWN stops every worker', async () => {
     await admin.query('SHUTDOWN');
     for (let i = 0; i < 100 && (w0.server.ready || w1.server.ready); i++) await sleep(50);
