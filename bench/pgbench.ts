@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readdir, readFile, rm, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import pg from 'pg';
+import { HZ, connectionsTo, machineBusyUs, sampleTree, usageBetween, type TreeUsage } from './procs.ts';
 
 const exec = promisify(execFile);
 
@@ -14,8 +14,19 @@ export interface RunResult {
   p50: number;
   p95: number;
   p99: number;
-  /** Most server connections of the benchmark user seen at once. */
+  /** Most server connections the pooler held at once (from /proc), or the client count for direct. */
   serverConnections: number;
+  /** The pooler's processes over the run (null for direct). */
+  pooler: TreeUsage | null;
+  /** pgbench's own user + system µs. */
+  pgbenchCpuUs: number;
+  /** Each PostgreSQL node's processes over the run, by node name. */
+  nodes: Record<string, TreeUsage>;
+  wallUs: number;
+  /** Cores the whole machine kept busy during the run (everything on it, other users' work included). */
+  machineCores: number;
+  /** Host simulation: per node, the share of cgroup periods in which it was throttled. */
+  throttled?: Record<string, number>;
   error: string | null;
 }
 
@@ -26,7 +37,12 @@ export function percentile(sorted: Float64Array, p: number): number {
   return sorted[i];
 }
 
-/** Latencies (ms) from pgbench -l files: "client txno latency_us script epoch epoch_us". */
+/**
+ * Latencies (ms) from pgbench -l files: "client txno latency_us script epoch epoch_us [lag_us]".
+ * Under -R pgbench counts a latency from the transaction's scheduled start;
+ * its schedule lag (how late pgbench's own thread woke up to start it) is
+ * taken off, so what remains is the transaction's round trips.
+ */
 export async function readLatencies(dir: string): Promise<Float64Array> {
   const values: number[] = [];
   for (const f of await readdir(dir)) {
@@ -35,58 +51,75 @@ export async function readLatencies(dir: string): Promise<Float64Array> {
     for (const line of text.split('\n')) {
       const parts = line.split(' ');
       if (parts.length < 3) continue;
-      const us = Number(parts[2]);
+      const lag = parts.length >= 7 ? Number(parts[6]) : 0;
+      const us = Number(parts[2]) - (Number.isFinite(lag) ? lag : 0);
       if (Number.isFinite(us)) values.push(us / 1000);
     }
   }
   return Float64Array.from(values).sort();
 }
 
-/** Counts the benchmark user's backends on the primary every 250 ms while `during` runs. */
-async function sampleConnections<T>(adminUrl: string, user: string, during: Promise<T>): Promise<{ value: T; peak: number }> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  admin.on('error', () => {});
-  await admin.connect();
-  let peak = 0;
-  let done = false;
-  const loop = (async () => {
-    while (!done) {
-      const r = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend'", [user]);
-      peak = Math.max(peak, r.rows[0].n);
-      await new Promise((res) => setTimeout(res, 250));
-    }
-  })();
-  try {
-    const value = await during;
-    return { value, peak };
-  } finally {
-    done = true;
-    await loop.catch(() => {});
-    await admin.end().catch(() => {});
-  }
-}
-
 export async function runPgbench(opts: {
   url: string;
-  adminUrl: string;
-  user: string;
   args: string[];
   clients: number;
   durationS: number;
+  /** Total transactions per second asked of pgbench (-R); none: as fast as it goes. */
+  rate?: number;
   logDir: string;
+  /** The pooler's processes (started pids); empty for direct. */
+  poolerPids: number[];
+  /** The ports its server connections go to. */
+  serverPorts: number[];
+  /** PostgreSQL postmasters whose process trees are measured, by node name. */
+  postmasters: Record<string, number>;
 }): Promise<RunResult> {
   await rm(opts.logDir, { recursive: true, force: true });
   await mkdir(opts.logDir, { recursive: true });
   const threads = Math.min(opts.clients, 2);
-  const args = [...opts.args, '-n', '-c', String(opts.clients), '-j', String(threads), '-T', String(opts.durationS), '-l', '--log-prefix', path.join(opts.logDir, 'pgbench_log'), opts.url];
-  const { value, peak } = await sampleConnections(
-    opts.adminUrl,
-    opts.user,
-    exec('pgbench', args, { maxBuffer: 64 << 20, timeout: (opts.durationS + 120) * 1000 }).then(
-      (r) => ({ stdout: r.stdout, stderr: r.stderr, code: 0 }),
-      (e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code ?? 1 }),
-    ),
+  const rate = opts.rate === undefined ? [] : ['-R', String(opts.rate)];
+  const args = [...opts.args, ...rate, '-n', '-c', String(opts.clients), '-j', String(threads), '-T', String(opts.durationS), '-l', '--log-prefix', path.join(opts.logDir, 'pgbench_log'), opts.url];
+  // pgbench's CPU: the shell that waited for it has it in its cutime/cstime.
+  const statFile = path.join(opts.logDir, 'pgbench.stat');
+  const wrapper = 'pgbench "$@"; rc=$?; cat /proc/$$/stat > "$STATFILE"; exit $rc';
+  const nodeRoots = Object.entries(opts.postmasters);
+  const nodesBefore = nodeRoots.map(([, pid]) => sampleTree([pid]));
+  const before = opts.poolerPids.length > 0 ? sampleTree(opts.poolerPids) : [];
+  const busy0 = machineBusyUs();
+  const t0 = process.hrtime.bigint();
+  let peak = 0;
+  let done = false;
+  const sampler = (async () => {
+    if (opts.poolerPids.length === 0) return;
+    while (!done) {
+      try {
+        const pids = sampleTree(opts.poolerPids).map((p) => p.pid);
+        peak = Math.max(peak, connectionsTo(pids, opts.serverPorts));
+      } catch {
+        // a process went away while being read
+      }
+      await new Promise((res) => setTimeout(res, 250));
+    }
+  })();
+  const value = await exec('bash', ['-c', wrapper, 'pgbench', ...args], { maxBuffer: 64 << 20, timeout: (opts.durationS + 120) * 1000, env: { ...process.env, STATFILE: statFile } }).then(
+    (r) => ({ stdout: r.stdout, stderr: r.stderr, code: 0 }),
+    (e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code ?? 1 }),
   );
+  done = true;
+  await sampler;
+  const wallUs = Number(process.hrtime.bigint() - t0) / 1000;
+  const machineCores = (machineBusyUs() - busy0) / wallUs;
+  const pooler = opts.poolerPids.length > 0 ? usageBetween(before, sampleTree(opts.poolerPids), wallUs) : null;
+  const nodes: Record<string, TreeUsage> = {};
+  nodeRoots.forEach(([name, pid], i) => (nodes[name] = usageBetween(nodesBefore[i], sampleTree([pid]), wallUs)));
+  let pgbenchCpuUs = NaN;
+  try {
+    const st = await readFile(statFile, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    pgbenchCpuUs = ((Number(f[13]) + Number(f[14])) * 1e6) / HZ;
+  } catch {
+    // pgbench did not get as far
+  }
   // With -C pgbench reports tps "including reconnection times".
   const tps = Number(/tps = ([\d.]+) \((?:without initial connection time|including reconnection times)\)/.exec(value.stdout)?.[1] ?? NaN);
   const processed = Number(/actually processed: (\d+)/.exec(value.stdout)?.[1] ?? 0);
@@ -102,21 +135,12 @@ export async function runPgbench(opts: {
     p50: percentile(lat, 50),
     p95: percentile(lat, 95),
     p99: percentile(lat, 99),
-    serverConnections: peak,
+    serverConnections: opts.poolerPids.length > 0 ? peak : opts.clients,
+    pooler,
+    pgbenchCpuUs,
+    nodes,
+    wallUs,
+    machineCores,
     error,
   };
-}
-
-/** Peak RSS (VmHWM, MB) and CPU seconds (user + system) of a process. */
-export async function processUsage(pid: number): Promise<{ peakRssMb: number; cpuS: number } | null> {
-  try {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8');
-    const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
-    const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
-    const ticks = Number(stat[11]) + Number(stat[12]);
-    const hz = Number((await exec('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
-    return { peakRssMb: hwm, cpuS: ticks / hz };
-  } catch {
-    return null;
-  }
 }
