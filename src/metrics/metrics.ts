@@ -158,8 +158,8 @@ export async function startMetricsServer(listen: string, server: PgmuxServer): P
   const { host, port } = parseListen(listen);
   await new Promise<void>((resolve, reject) => {
     http_.once('error', reject);
-    // Every worker listens on the same address, as on `listen`.
-    http_.listen({ host, port, reusePort: server.link.count > 1 || server.currentConfig.so_reuseport }, () => resolve());
+    // Every worker listens on the same address (any answers for all); separate pgmux instances do not share one.
+    http_.listen({ host, port, reusePort: server.link.count > 1 }, () => resolve());
   });
   return http_;
 }
