@@ -20,6 +20,7 @@ import { CancelRegistry } from '../src/session/cancel-registry.ts';
 import { ConfigSchema } from '../src/config/schema.ts';
 import { pgbouncerIniToConfig } from '../src/config/pgbouncer-ini.ts';
 import { ConfigError } from '../src/config/errors.ts';
+import { loadConfig } from '../src/config/load.ts';
 import type { WorkerLink } from '../src/workers/link.ts';
 import { query } from '../src/protocol/messages.ts';
 
@@ -321,6 +322,20 @@ describe('pgbouncer.ini [peers]', () => {
     expect(problems(['2 = host=a pool_size=0'])).toEqual(expect.arrayContaining([expect.stringMatching(/pool_size = 0: expected 1 or more/)]));
     // peer_id is read as PgBouncer reads it, and checked as the schema says.
     expect(() => ConfigSchema.parse(pgbouncerIniToConfig(ini([], ['peer_id = 16384']), 'pgbouncer.ini').config)).toThrow();
+  });
+
+  it('--peer and PGMUX_PEERS give [peers] entries as id=host:port, added to the file\'s', async () => {
+    const { config } = await loadConfig(['--peer', '2=10.0.0.2:6433', '--peer', '3=/run/pgmux-3:6433,4=[::1]:7000', '--peer-id', '1'], { PGMUX_PEERS: '5=db5', PGMUX_CANCEL_STORE: 'redis://:pw@127.0.0.1:6379/2' });
+    expect(config.peer_id).toBe(1);
+    expect(config.peers).toEqual({
+      2: { host: '10.0.0.2', port: 6433 },
+      3: { host: '/run/pgmux-3', port: 6433 },
+      4: { host: '::1', port: 7000 },
+      5: { host: 'db5', port: 6432 },
+    });
+    expect(config.cancel_store).toBe('redis://:pw@127.0.0.1:6379/2');
+    await expect(loadConfig(['--peer', 'db5'], {})).rejects.toThrow(/--peer: expected peer_id=host:port/);
+    await expect(loadConfig(['--peer', '2=a:six'], {})).rejects.toThrow(/peers\.2\.port.*from --peer/);
   });
 
   it('the TOML form is checked too: a peer_id out of range, an unknown key', () => {

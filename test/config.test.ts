@@ -101,6 +101,8 @@ describe('defaults', () => {
       admin_users: '',
       stats_users: '',
       shutdown_timeout: 30,
+      peer_id: 0,
+      peers: {},
     });
     expect(config).toEqual(ConfigSchema.parse({}));
     expect(configPath).toBeUndefined();

@@ -14,6 +14,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { isPgbouncerIni, pgbouncerIniToConfig } from './pgbouncer-ini.ts';
 import { parseEndpointSpecs } from './endpoint-spec.ts';
+import { parsePeerSpecs } from '../cancel/peer-spec.ts';
 import { ConfigError } from './errors.ts';
 import { describeSetting, scalarSettings, type ScalarSetting } from './introspect.ts';
 import { formatIssues } from './issues.ts';
@@ -94,6 +95,14 @@ export function configFlags(): ConfigFlag[] {
       env: `${ENV_PREFIX}ENDPOINTS`,
       repeatable: true,
       description: `${describeSetting('endpoints')}: name=postgresql://host:port[,host:port...][/db]; repeatable, and several may be given comma-separated`,
+    },
+    {
+      flag: '--peer',
+      key: 'peers',
+      arg: 'id=host:port',
+      env: `${ENV_PREFIX}PEERS`,
+      repeatable: true,
+      description: `${describeSetting('peers')}: peer_id=host:port (host may be a Unix-socket directory); repeatable, and several may be given comma-separated`,
     },
     {
       flag: '--user-password',
@@ -203,9 +212,10 @@ export async function readConfigFile(file: string, warnings: string[] = []): Pro
 interface Layer {
   settings: Map<string, unknown>;
   endpoints: Record<string, { nodes: string[] }>;
+  peers: Record<string, Record<string, unknown>>;
   passwords: Map<string, string>;
   /** How error messages name where a setting came from. */
-  label: (what: 'setting' | 'endpoints' | 'passwords', key?: string) => string;
+  label: (what: 'setting' | 'endpoints' | 'peers' | 'passwords', key?: string) => string;
 }
 
 const NUMBER = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
@@ -234,14 +244,16 @@ function envLayer(env: NodeJS.ProcessEnv): Layer {
     settings,
     // Empty counts as unset, so `PGMUX_ENDPOINTS=${X:-}` in a compose file is harmless.
     endpoints: specs === undefined || specs.trim() === '' ? {} : parseEndpointSpecs(specs, `${ENV_PREFIX}ENDPOINTS`),
+    peers: parsePeerSpecs(env[`${ENV_PREFIX}PEERS`] ?? '', `${ENV_PREFIX}PEERS`),
     passwords: new Map(),
-    label: (what, key) => (what === 'setting' ? `from ${ENV_PREFIX}${key!.toUpperCase()}` : `from ${ENV_PREFIX}ENDPOINTS`),
+    label: (what, key) => (what === 'setting' ? `from ${ENV_PREFIX}${key!.toUpperCase()}` : what === 'peers' ? `from ${ENV_PREFIX}PEERS` : `from ${ENV_PREFIX}ENDPOINTS`),
   };
 }
 
 function flagLayer(program: Program): Layer {
   const settings = new Map<string, unknown>();
   let endpoints: Record<string, { nodes: string[] }> = {};
+  let peers: Record<string, Record<string, unknown>> = {};
   const passwords = new Map<string, string>();
   const scalars = new Map(scalarSettings().map((s) => [s.key as string, s]));
   for (const [attr, value] of Object.entries(program.command.opts())) {
@@ -254,6 +266,8 @@ function flagLayer(program: Program): Layer {
         if (twice !== undefined) throw new ConfigError(`--endpoint: endpoint "${twice}" is given twice`);
         endpoints = { ...endpoints, ...more };
       }
+    } else if (f.key === 'peers') {
+      peers = { ...peers, ...parsePeerSpecs((value as string[]).join(','), '--peer') };
     } else if (f.key === 'users') {
       for (const pair of value as string[]) {
         const eq = pair.indexOf('=');
@@ -268,9 +282,10 @@ function flagLayer(program: Program): Layer {
   return {
     settings,
     endpoints,
+    peers,
     passwords,
     label: (what, key) =>
-      what === 'setting' ? `from --${kebab(key!)}` : what === 'endpoints' ? 'from --endpoint' : 'from --user-password',
+      what === 'setting' ? `from --${kebab(key!)}` : what === 'endpoints' ? 'from --endpoint' : what === 'peers' ? 'from --peer' : 'from --user-password',
   };
 }
 
@@ -310,6 +325,8 @@ function merge(file: Record<string, unknown>, layers: Layer[], sources: Map<stri
       if (!(isTable(fileEndpoints) && Object.hasOwn(fileEndpoints, name))) sources.set(pathId(['endpoints', name]), layer.label('endpoints'));
     }
     merged.set('endpoints', mergeNamed(fileEndpoints, new Map(Object.entries(layer.endpoints))));
+    for (const id of Object.keys(layer.peers)) sources.set(pathId(['peers', id]), layer.label('peers'));
+    merged.set('peers', mergeNamed(merged.get('peers'), new Map(Object.entries(layer.peers))));
     for (const name of layer.passwords.keys()) sources.set(pathId(['users', name, 'password']), layer.label('passwords'));
     merged.set(
       'users',
