@@ -53,10 +53,11 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
     const outcomes = await link.askAll<Outcome>(TOPIC.run, action, timeoutMs);
     for (const { answer } of outcomes) if (!answer.ok) throw fromFields(answer.error);
   };
-  /** Each worker's rows of a SHOW, the console's own first. */
+  /** Each worker's rows of a SHOW, the console's own first (its own are asked of it directly should the link not answer). */
   const gather = async (what: string): Promise<WorkerRows[]> => {
     const answers = (await link.askAll<ResultSet | null>(TOPIC.show, what)).filter((a): a is WorkerRows => a.answer !== null);
-    return [...answers.filter((a) => a.worker === link.id), ...answers.filter((a) => a.worker !== link.id)];
+    const own = answers.find((a) => a.worker === link.id) ?? { worker: link.id, answer: showCommand(server, what)! };
+    return [own, ...answers.filter((a) => a.worker !== link.id)];
   };
 
   return {
@@ -71,7 +72,6 @@ export function adminBackend(server: PgmuxServer, reloadSource: () => Promise<Co
       }
       if (LOCAL.has(what)) return showCommand(server, what);
       const answers = await gather(what);
-      if (answers.length === 0) return showCommand(server, what);
       const pools = what === 'LISTS' ? mergeShow('POOLS', await gather('POOLS')) : undefined;
       return mergeShow(what, answers, pools);
     },
