@@ -58,7 +58,10 @@ function firstWord(lower: string): string {
 }
 
 function mayMatter(sql: string): boolean {
-  const lower = sql.toLowerCase();
+  return mayMatterLower(sql.toLowerCase());
+}
+
+function mayMatterLower(lower: string): boolean {
   const verb = firstWord(lower);
   if (PLAIN_VERBS.has(verb)) {
     // One DML statement (a semicolon, if any, only at the end) that calls
@@ -74,6 +77,36 @@ function mayMatter(sql: string): boolean {
 }
 
 const PLAIN: BatchInfo = Object.freeze({ ...EMPTY, readOnly: false, hasSql: true }) as BatchInfo;
+
+/**
+ * One DML statement that cannot change the session, control a transaction
+ * or start a COPY (mayMatter finds nothing in it and its verb is a plain
+ * one): on one node pgmux has nothing to do with its text but send it.
+ */
+export function plainStatement(sql: string): boolean {
+  const lower = sql.toLowerCase();
+  return PLAIN_VERBS.has(firstWord(lower)) && !mayMatterLower(lower);
+}
+
+/** What inspect() says, without routing, of a batch of plain statements. */
+export function plainInfo(firstSql: string): BatchInfo {
+  return { ...PLAIN, firstSql };
+}
+
+const CONTROL_VERBS = new Set(['begin', 'start', 'commit', 'end', 'rollback', 'abort']);
+
+/**
+ * What inspect() says of one Query that only controls the transaction
+ * (BEGIN, COMMIT, END, ROLLBACK and their options): the parser's verdict
+ * (cached by text), when it sets nothing, keeps no session state and
+ * drops no statement; else null.
+ */
+export function transactionControl(sql: string): BatchInfo | null {
+  if (!CONTROL_VERBS.has(firstWord(sql.toLowerCase()))) return null;
+  const c = classify(sql);
+  if (c.parseError || c.statements !== 1 || c.sets.length > 0 || c.resetAll || c.sessionState !== null || c.clears.length > 0 || c.deallocates.length > 0) return null;
+  return fromOne(c, sql);
+}
 
 /**
  * One SELECT that calls no function at all (no parenthesis anywhere), has

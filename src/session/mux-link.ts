@@ -5,7 +5,7 @@ import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts
 import { Relay, enum_ } from './replies.ts';
 import type { MuxHost } from './mux-types.ts';
 import { ClientParams, REPORTED_SETTABLE, syncParametersQuery } from './params.ts';
-import { newBatch, inspect, type Batch, type BatchInfo } from './batch.ts';
+import { newBatch, inspect, plainInfo, plainStatement, transactionControl, type Batch, type BatchInfo } from './batch.ts';
 import { FAILING_PARSE, FAILING_QUERY, Translator, forgetUnnamed, recoverable } from './translate.ts';
 import { TxnState } from './txn-state.ts';
 import { ReadRetry } from './read-retry.ts';
@@ -119,12 +119,121 @@ export class MuxLink implements ServerOwner {
   // -------------------------------------------------------------- client side
 
   onClientData(chunk: Buffer): void {
+    if (this.plainQuery(chunk)) return;
     this.reader.feed(chunk, this.onClientMessage);
     // Where the node is already known, what came in goes on now, as it
     // would reach PostgreSQL (which, say, reports an error at once, before
     // any Sync). A run that is still to be routed waits for its Sync so
     // that it is routed whole.
     if (this.current.msgs.length > 0 && !this.closing && (this.host.router.spreadsReads !== true || (this.waiting.length === 0 && this.tied))) this.endBatch();
+  }
+
+  /**
+   * The fast lane of transaction and statement pooling on one node: a read
+   * that is exactly one simple Query of a plain statement (plainStatement:
+   * nothing in it changes the session, controls a transaction, starts a
+   * COPY or needs a statement name mapped) or of transaction control only
+   * (transactionControl), while nothing else of the client's is in
+   * flight, goes to the server as the client's own chunk, with one
+   * reply-queue entry, without a batch, the pump or the translator. It
+   * does what the message-level loop would do for it and nothing more
+   * (the connection lent and given the client's parameters, the unnamed
+   * statement dropped, the statement counted per node, the first Query
+   * on a fresh connection watched); its replies come back through
+   * plainReplies. Anything else goes the long way.
+   */
+  private plainQuery(chunk: Buffer): boolean {
+    const h = this.host;
+    if (h.mode === 'session' || h.router.spreadsReads === true) return false;
+    if (this.closing || this.pumping || this.waiting.length > 0 || this.current.msgs.length > 0 || !this.reader.atBoundary) return false;
+    if (this.retry.pending || this.skipping !== null || this.unsynced || this.copyIn || this.pinned !== null || this.heldBy !== null || this.relay.queue.length > 0) return false;
+    const n = chunk.length;
+    if (n < 6 || n - 1 > h.maxPacketSize || chunk[0] !== 0x51 /* Query */ || chunk.readInt32BE(1) !== n - 1 || chunk.indexOf(0, 5) !== n - 1) return false;
+    const sql = chunk.toString('utf8', 5, n - 1);
+    const info = plainStatement(sql) ? plainInfo(sql) : transactionControl(sql);
+    if (info === null || this.refusal(info) !== null) return false;
+    let conn = this.server;
+    if (conn === null) {
+      if (this.status !== I) return false;
+      // One node: the router's choice is the primary (asked below, to count the statement).
+      conn = h.tryAcquire(h.router.primaryNode?.() ?? 0);
+      if (conn === null) return false;
+      this.took(conn, conn.node);
+    }
+    if (!this.tied) h.router.route(info, this);
+    if (this.fresh && this.status === I) this.freshQuery = chunk;
+    this.fresh = false;
+    this.txn.note(info, this.params);
+    this.tr.queryOutsideRun(conn);
+    this.relay.queue.push({ kind: enum_.forward, type: 0x51 });
+    this.plainInFlight++;
+    if (!conn.socket.write(chunk)) {
+      h.pauseClient();
+      conn.socket.once('drain', () => h.resumeClient());
+    }
+    return true;
+  }
+
+  /** Fast-lane Queries whose ReadyForQuery has not come (their entries are all the reply queue holds). */
+  private plainInFlight = 0;
+  /** The fast-lane Query sent first on a connection just lent, until the server's first reply. */
+  private freshQuery: Buffer | null = null;
+  private readonly one: Buffer[] = [];
+  private readonly pumpTask = () => this.pump();
+
+  /**
+   * The server's replies to fast-lane Queries, forwarded as its own chunk
+   * when the chunk holds whole messages that the reply queue would only
+   * pass on: anything it acts on besides ReadyForQuery and ErrorResponse
+   * (a ParameterStatus, COPY, a message out of step), a message cut by the
+   * chunk's end, or an ErrorResponse as the first reply on a fresh
+   * connection (maybe the FATAL of a backend terminated while idle, for
+   * the read retry) sends the chunk through the relay instead, the
+   * Queries' entries still in the queue. False then, having done nothing.
+   */
+  private plainReplies(chunk: Buffer, reader: FrameReader, borrowed: boolean): boolean {
+    const conn = this.server;
+    if (conn === null || this.closing || !reader.atBoundary || this.relay.queue.length !== this.plainInFlight) return false;
+    const n = chunk.length;
+    let pos = 0;
+    let ready = 0;
+    while (pos < n) {
+      if (n - pos < 5) return false;
+      const type = chunk[pos];
+      const len = chunk.readInt32BE(pos + 1);
+      if (len < 4 || len > n - pos - 1) return false;
+      if (type === 0x53 /* ParameterStatus */ || type === 0x47 || type === 0x48 || type === 0x57 /* COPY */) return false;
+      if (type === 0x45 && pos === 0 && this.freshQuery !== null) return false;
+      if (ready === this.plainInFlight && type !== 0x4e && type !== 0x41 && type !== 0x45) return false;
+      if (type === 0x5a /* ReadyForQuery */) {
+        if (len !== 5) return false;
+        ready++;
+      }
+      pos += len + 1;
+    }
+    if (this.freshQuery !== null) {
+      this.freshQuery = null;
+      // What the client sent after it may go now.
+      if (this.waiting.length > 0) queueMicrotask(this.pumpTask);
+    }
+    for (pos = 0; pos < n; ) {
+      const type = chunk[pos];
+      const len = chunk.readInt32BE(pos + 1);
+      if (type === 0x5a) {
+        this.plainInFlight--;
+        this.relay.queue.plainReady(chunk[pos + 5]);
+      } else if (type === 0x45) this.onServerError(chunk.subarray(pos + 5, pos + len + 1), true);
+      pos += len + 1;
+    }
+    if (this.closing) return true;
+    this.one[0] = chunk;
+    this.host.writeClient(this.one);
+    this.one.length = 0;
+    if (borrowed && this.server !== null && this.host.whenClientWritten(this.borrowedWritten)) {
+      this.heldBy = this.server;
+      this.server.socket.pause();
+    }
+    return true;
   }
 
   /** The client's open transaction or extended-protocol run holds its server connection. */
@@ -235,8 +344,9 @@ export class MuxLink implements ServerOwner {
   /** The pump's loop: null when it ran to its end (or must stop), else what it waits for. */
   private pumpNow(): Promise<unknown> | null {
     while (this.waiting.length > 0 && !this.closing) {
-      // Nothing more goes out until a held read has shown how it went.
-      if (this.retry.pending) return null;
+      // Nothing more goes out until a held read, or a fast-lane Query on a
+      // fresh connection, has shown how it went.
+      if (this.retry.pending || this.freshQuery !== null) return null;
       if (this.skipping !== null && !this.skipToSync()) continue;
       const b = this.waiting[0];
       b.info ??= inspect(b, this, this.host.router.spreadsReads);
@@ -498,7 +608,21 @@ export class MuxLink implements ServerOwner {
   onServerChunk(): void {}
 
   onRawChunk(chunk: Buffer, reader: FrameReader, borrowed: boolean): void {
+    if (this.plainInFlight > 0) {
+      if (this.plainReplies(chunk, reader, borrowed)) return;
+      // The relay takes over the fast lane's entries, and the read retry its fresh Query.
+      this.plainInFlight = 0;
+      this.watchFresh();
+    }
     this.toClient(this.relay.feed(reader, chunk, borrowed), borrowed);
+  }
+
+  /** A fast-lane Query on a fresh connection whose first reply the relay is to see: watched as sendFirst would. */
+  private watchFresh(): void {
+    const msg = this.freshQuery;
+    if (msg === null) return;
+    this.freshQuery = null;
+    this.retry.watch({ msgs: [{ type: 0x51, msg }], bytes: msg.length, info: null }, 'fresh');
   }
 
   /** Everything for the client passes here, so a held read stays unseen. */
@@ -637,6 +761,9 @@ export class MuxLink implements ServerOwner {
   }
 
   onServerClose(): void {
+    // A fast-lane Query's connection that closes before answering fails the client, as a watched fresh batch's does.
+    this.plainInFlight = 0;
+    this.freshQuery = null;
     const conn = this.server;
     if (conn === null) return;
     this.server = null;

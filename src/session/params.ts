@@ -58,6 +58,8 @@ function currentValue(server: ServerSessionState, name: string): string | undefi
   const set = server.sessionSets.get(name);
   if (set !== undefined) return set;
   if (!REPORTED_SETTABLE.has(name)) return undefined;
+  const same = server.parameters.get(name);
+  if (same !== undefined) return same;
   for (const [k, v] of server.parameters) if (k.toLowerCase() === name) return v;
   return undefined;
 }
@@ -69,6 +71,7 @@ function currentValue(server: ServerSessionState, name: string): string | undefi
  * caller sends it before anything of the client's, so it always has).
  */
 export function syncParametersQuery(want: ReadonlyMap<string, string>, server: ServerSessionState): string | null {
+  if (inSync(want, server)) return null;
   const calls: string[] = [];
   const resets: string[] = [];
   for (const [name, value] of want) {
@@ -86,6 +89,13 @@ export function syncParametersQuery(want: ReadonlyMap<string, string>, server: S
   if (calls.length === 0 && resets.length === 0) return null;
   const parts = calls.length > 0 ? [`SELECT ${calls.join(', ')}`] : [];
   return [...parts, ...resets].join('; ');
+}
+
+/** Whether `server` has exactly the client's parameters already (checked on every lend: nothing allocated). */
+function inSync(want: ReadonlyMap<string, string>, server: ServerSessionState): boolean {
+  for (const [name, value] of want) if (currentValue(server, name) !== value) return false;
+  for (const name of server.sessionSets.keys()) if (!want.has(name)) return false;
+  return true;
 }
 
 /** A parameter name as an identifier (names are lower-cased, may hold dots). */

@@ -304,6 +304,16 @@ export class ReplyQueue {
     }
   }
 
+  /**
+   * The ReadyForQuery of the simple Query at the head (an entry without
+   * callbacks, sent by the fast lane), seen by the caller instead of decide().
+   */
+  plainReady(status: number): void {
+    this.pop();
+    this.status = status;
+    this.events.onReady(status, true);
+  }
+
   /** Whether a message of `type` may be forwarded before it is complete. */
   streamable(type: number): boolean {
     const e = this.peek();
@@ -411,7 +421,7 @@ export class Relay {
 
   /** Drops anything held (the connection is going away or changing hands). */
   reset(): void {
-    this.held = [];
-    this.out = [];
+    if (this.held.length > 0) this.held = [];
+    if (this.out.length > 0) this.out = [];
   }
 }

@@ -37,6 +37,12 @@ export class Versioned<T> {
     this.value = value;
   }
 
+  /** Sets the value for good: nothing will undo this change (earlier undos no longer apply). */
+  put(value: T): void {
+    this.value = value;
+    this.version = ++Versioned.counter;
+  }
+
   /** Sets the value; returns the undo of this change. */
   set(value: T): () => void {
     const before = this.value;

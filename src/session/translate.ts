@@ -306,6 +306,16 @@ export class Translator {
     });
   }
 
+  /**
+   * A simple Query sent outside any extended-protocol run, which the
+   * server therefore cannot skip: it drops the client's unnamed statement
+   * and the server's, for good.
+   */
+  queryOutsideRun(conn: ServerConnection): void {
+    this.unnamed.put(null);
+    unnamedThere(conn).put(null);
+  }
+
   private parseUnnamed(conn: ServerConnection, msg: Buffer, rest: Buffer, sql: string, out: Translated): void {
     const st: ClientStatement = { id: -1, rest: Buffer.from(rest), sql, epoch: parseEpoch() };
     const mine = this.unnamed.set(st);
