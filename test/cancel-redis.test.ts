@@ -13,13 +13,20 @@ import { query } from '../src/protocol/messages.ts';
 
 const CANCELED = '57014';
 
-/** Whether `instance` has written its clients' keys to Redis: a foreign cancel needs them there. */
+/**
+ * Waits until `count` clients' keys are in Redis and both instances listen
+ * on their channels: a foreign cancel needs both (the keys are written, and
+ * the channels subscribed, in the background).
+ */
 async function registered(redis: RedisServer, count: number): Promise<void> {
   const { Redis } = await import('ioredis');
   const c = new Redis(redis.url);
   try {
     const deadline = Date.now() + 10_000;
-    while ((await c.keys('pgmux:cancel:*')).filter((k) => !k.includes(':instance:')).length < count && Date.now() < deadline) await sleep(50);
+    const ready = async () =>
+      (await c.keys('pgmux:cancel:*')).filter((k) => !k.includes(':instance:')).length >= count &&
+      ((await c.call('PUBSUB', 'CHANNELS', 'pgmux:cancel:instance:*')) as string[]).length >= 2;
+    while (!(await ready()) && Date.now() < deadline) await sleep(50);
   } finally {
     c.disconnect();
   }
