@@ -33,6 +33,14 @@ import { SoloLink, type WorkerLink } from './workers/link.ts';
 
 export { parseListen } from './listeners.ts';
 
+/** Clients counted with other workers: a login is admitted once the count of the whole pgmux has room. */
+export interface ClientCount {
+  /** The limit a new client of `session` would go over in the whole pgmux, or null (then it is counted). */
+  admit(session: ClientSession, config: Config): Promise<string | null>;
+  /** A client counted by admit() has left. */
+  leave(session: ClientSession): void;
+}
+
 export function endpointsFromConfig(config: Config): Map<string, Endpoint> {
   const out = new Map<string, Endpoint>();
   for (const [name, ep] of Object.entries(config.endpoints)) {
@@ -179,13 +187,23 @@ export class PgmuxServer {
       },
       admitClient: (session) => {
         const limit = this.clientLimitReached(session);
-        if (limit === null) this.admitted.add(session);
-        return limit;
+        if (limit !== null || this.clientCount === null) {
+          if (limit === null) this.admitted.add(session);
+          return limit;
+        }
+        // Workers > 1: the supervisor counts every worker's clients.
+        const count = this.clientCount;
+        return count.admit(session, this.config).then((global) => {
+          if (global !== null) return global;
+          if (this.sessions.has(session)) this.admitted.add(session);
+          else count.leave(session);
+          return null;
+        });
       },
-      authFailures: new FailureLimiter(config.auth_failure_limit),
+      authFailures: this.failureLimiter(config.auth_failure_limit),
       clientGone: (session) => {
         this.sessions.delete(session);
-        this.admitted.delete(session);
+        if (this.admitted.delete(session)) this.clientCount?.leave(session);
       },
       routerFor: (endpoint) => this.registry.router(endpoint),
       resolveEndpoint: (name) => this.registry.resolve(name),
@@ -301,6 +319,10 @@ export class PgmuxServer {
   );
   /** What a pool asks before it opens a connection: a worker of several also asks the supervisor (set before start). */
   poolLimits: PoolLimits = this.sharedLimits;
+  /** Workers > 1: the count of clients kept with the other workers (max_client_conn, max_user_client_conn); set before start. */
+  clientCount: ClientCount | null = null;
+  /** Where failed logins are counted (auth_failure_limit); a worker of several tells the others too. */
+  failureLimiter: (limit: number) => FailureLimiter = (limit) => new FailureLimiter(limit);
 
   /** min_pool_size applies to a pool of an endpoint with a forced user, and to one a logged-in client uses. */
   private poolInUse(pool: Pool): boolean {
@@ -507,7 +529,7 @@ export class PgmuxServer {
     this.log.level = config.log_level;
     this.hbaRules = hbaRules;
     // A new limit starts counting afresh.
-    if (Object.hasOwn(settings, 'auth_failure_limit')) this.ctx.authFailures = new FailureLimiter(config.auth_failure_limit);
+    if (Object.hasOwn(settings, 'auth_failure_limit')) this.ctx.authFailures = this.failureLimiter(config.auth_failure_limit);
     this.sessionSettings = this.makeSessionSettings();
     for (const session of this.sessions) session.settingsChanged();
     this.databaseStats.setPeriod(s(config.stats_period));

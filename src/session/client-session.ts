@@ -440,7 +440,10 @@ export class ClientSession implements CancelTarget, WatchedClient {
       this.log.warn({ ...this.who(), err: refused.message }, 'login refused');
       throw refused;
     }
-    const limit = this.ctx.admitClient(this);
+    const admitted = this.ctx.admitClient(this);
+    const limit = admitted instanceof Promise ? await admitted : admitted;
+    // Gone while the other workers were asked.
+    if (this.phase !== enum_.auth) return;
     if (limit !== null) {
       this.log.warn({ ...this.who(), limit }, `login refused: ${limit} reached`);
       // PgBouncer's words for each limit.

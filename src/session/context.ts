@@ -96,8 +96,12 @@ export interface SessionContext {
    * global ones.
    */
   authQueryPlace(endpoint: string | undefined, node: NodeAddress, database: string): AuthQueryPlace;
-  /** Counts the client against max_client_conn and max_user_client_conn; the limit hit, or null. */
-  admitClient(session: ClientSession): string | null;
+  /**
+   * Counts the client against max_client_conn and max_user_client_conn;
+   * the limit hit, or null. A promise where the count is kept with other
+   * workers (workers > 1).
+   */
+  admitClient(session: ClientSession): string | null | Promise<string | null>;
   /** Failed logins per client address (auth_failure_limit). */
   authFailures: FailureLimiter;
   clientGone(session: ClientSession): void;

@@ -107,6 +107,7 @@ export class Ledger {
     const back = Math.min(n, have);
     if (back <= 0) return;
     this.add(worker, key, -back);
+    this.log.debug({ worker, pool: key.split('\0').slice(0, 3).join('/'), n: back, total: this.total(key) }, 'connection grants given back');
     this.stats.released += back;
     this.process();
   }
@@ -137,6 +138,7 @@ export class Ledger {
         given++;
       }
       if (given > 0) {
+        this.log.debug({ worker: w.worker, pool: w.key.split('\0').slice(0, 3).join('/'), n: given, total: this.total(w.key) }, 'connection grants given');
         this.stats.granted += given;
         this.link.tell(w.worker, 'granted', { key: w.key, n: given });
       }
@@ -146,6 +148,7 @@ export class Ledger {
       }
       const full = this.binding(w);
       if (w.evict && full !== null && Date.now() - w.evictedAt >= EVICT_RETRY_MS) {
+        this.log.debug({ worker: w.worker, pool: w.key.split('\0').slice(0, 3).join('/'), n: w.n, held: this.snapshot().held }, 'connection grants wanted; asking for idle connections to be closed');
         w.evictedAt = Date.now();
         void this.evictFor(w, full);
       }

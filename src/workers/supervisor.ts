@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { parseListenList } from '../listeners.ts';
 import { isPgmuxMessage, SUPERVISOR, type LinkMessage, type WorkerMessage } from './ipc.ts';
+import { ClientLedger } from './client-ledger.ts';
 import { Ledger } from './ledger.ts';
 import { LinkEndpoint } from './process-link.ts';
 
@@ -66,6 +67,7 @@ export class Supervisor {
   private metricsResolved: string | undefined = undefined;
   private readonly endpoint: LinkEndpoint;
   readonly ledger: Ledger;
+  private readonly clients: ClientLedger;
   private allStopped: (() => void) | null = null;
   /** Resolves once every worker has exited after stop(). */
   readonly stopped: Promise<void>;
@@ -79,6 +81,7 @@ export class Supervisor {
     this.endpoint = new LinkEndpoint(SUPERVISOR, (m) => this.route(m, SUPERVISOR));
     this.endpoint.handlers.set('config', async (worker) => this.workerConfig(await this.opts.reloadSource(), worker as number));
     this.ledger = new Ledger(this.endpoint, () => this.live(), this.log);
+    this.clients = new ClientLedger(this.endpoint);
   }
 
   /** Workers running now. */
@@ -161,6 +164,7 @@ export class Supervisor {
         if (w.child === child) w.child = null;
         w.listening = false;
         this.ledger.workerGone(w.index);
+        this.clients.workerGone(w.index);
         if (!settled) {
           settled = true;
           reject(new Error(`worker ${w.index} exited (${signal ?? code}) before it listened`));

@@ -1,12 +1,15 @@
 /**
  * The limits a worker keeps with the others (workers > 1): pool limits
- * through grants of the supervisor's ledger, and failed logins counted on
- * every worker (auth_failure_limit).
+ * through grants of the supervisor's ledger, clients counted by the
+ * supervisor (max_client_conn, max_user_client_conn,
+ * max_db_client_connections), and failed logins counted on every worker
+ * (auth_failure_limit).
  */
 import { GrantedLimits } from '../pool/granted-limits.ts';
 import type { PgmuxServer } from '../server.ts';
 import type { Want } from './ledger.ts';
 import type { ProcessLink } from './process-link.ts';
+import { SharedFailureLimiter, WorkerClientCount } from './shared-counts.ts';
 
 export function workerLimits(server: PgmuxServer, link: ProcessLink): GrantedLimits {
   const limits = new GrantedLimits(
@@ -25,5 +28,13 @@ export function workerLimits(server: PgmuxServer, link: ProcessLink): GrantedLim
   });
   link.handle('evict', (payload) => limits.evict(payload as { key?: string; group?: string; except?: string }));
   link.handle('grants', () => limits.snapshot());
+  server.clientCount = new WorkerClientCount(link);
+  server.failureLimiter = (limit) => new SharedFailureLimiter(limit, link);
+  server.ctx.authFailures = server.failureLimiter(server.currentConfig.auth_failure_limit);
+  link.handle('auth-failure', (addr) => {
+    const f = server.ctx.authFailures;
+    if (f instanceof SharedFailureLimiter) f.noteElsewhere(addr as string);
+    else f.note(addr as string);
+  });
   return limits;
 }
