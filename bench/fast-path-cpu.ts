@@ -39,6 +39,7 @@ const program = new Command('fast-path-cpu')
   .option('--reps <n>', 'runs per variant and workload', '3')
   .option('--duration <s>', 'seconds per run', '5')
   .option('--clients <n>', 'pgbench clients', '10')
+  .option('--warmup <s>', 'an unmeasured run per target and workload first (the JIT compiles the hot path)', '2')
   .option('--rate <tps>', 'pgbench -R (latency runs)')
   .option('--cpu-prof', 'V8 CPU profiles of each pgmux')
   .option('--threads', 'CPU per transaction of each thread of the pooler')
@@ -215,7 +216,7 @@ function parsePgbench(out: string): { tps: number; n: number; lat: number } {
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ variant: string[]; pgbouncer?: boolean; workloads: string; reps: string; duration: string; clients: string; rate?: string; cpuProf?: boolean; strace?: boolean; threads?: boolean; perf?: string; profDir: string }>();
+  const o = program.opts<{ variant: string[]; pgbouncer?: boolean; workloads: string; reps: string; duration: string; clients: string; warmup: string; rate?: string; cpuProf?: boolean; strace?: boolean; threads?: boolean; perf?: string; profDir: string }>();
   const hz = Number((await exec('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pgmux-fastpath-'));
   const cluster = await LocalCluster.start({ settings: { max_connections: '200' } });
@@ -241,6 +242,9 @@ async function main(): Promise<void> {
     console.log('|---|---|---|---|---|---|---|---|');
     const sums = new Map<string, { u: number; s: number; n: number; tps: number[] }>();
     for (const w of o.workloads.split(',')) {
+      if (Number(o.warmup) > 0) {
+        for (const t of targets) await exec('pgbench', [...WORKLOADS[w], '-n', '-c', o.clients, '-j', '2', '-T', o.warmup, url(t.port)]).catch(() => {});
+      }
       for (let rep = 1; rep <= Number(o.reps); rep++) {
         for (const t of targets) {
           const args = [...WORKLOADS[w], '-n', '-c', o.clients, '-j', '2', '-T', o.duration, ...(o.rate ? ['-R', o.rate] : []), url(t.port)];

@@ -93,6 +93,53 @@ export function plainInfo(firstSql: string): BatchInfo {
   return { ...PLAIN, firstSql };
 }
 
+/** An extended-protocol run of the unnamed statement and portal, read by unnamedRun. */
+export interface UnnamedRun {
+  sql: string;
+  /** The Parse after its name: the text and the parameter types. */
+  rest: Buffer;
+  describe: boolean;
+}
+
+/**
+ * Whether `chunk` is exactly Parse, Bind, Describe (optional), Execute
+ * and Sync, all of the unnamed statement and portal, each whole and of
+ * a sound length (anything odd goes the long way, where the server
+ * answers it); the Parse's text if so.
+ */
+export function unnamedRun(chunk: Buffer, maxLength: number): UnnamedRun | null {
+  const n = chunk.length;
+  let pos = 0;
+  const next = (type: number, min: number): number => {
+    if (n - pos < 5 || chunk[pos] !== type) return -1;
+    const len = chunk.readInt32BE(pos + 1);
+    if (len < min || len > maxLength || len > n - pos - 1) return -1;
+    const at = pos;
+    pos += len + 1;
+    return at;
+  };
+  const p = next(0x50, 8);
+  if (p < 0 || chunk[p + 5] !== 0) return null;
+  const b = next(0x42, 10);
+  if (b < 0 || chunk[b + 5] !== 0 || chunk[b + 6] !== 0) return null;
+  let describe = false;
+  if (pos < n && chunk[pos] === 0x44) {
+    const d = next(0x44, 6);
+    if (d < 0 || (chunk[d + 5] !== 0x50 && chunk[d + 5] !== 0x53) || chunk[d + 6] !== 0) return null;
+    describe = true;
+  }
+  const e = next(0x45, 9);
+  if (e < 0 || chunk[e + 5] !== 0) return null;
+  const s = next(0x53, 4);
+  if (s < 0 || pos !== n || chunk.readInt32BE(s + 1) !== 4) return null;
+  try {
+    const parse = readParse(chunk.subarray(p, b));
+    return { sql: parse.sql, rest: parse.rest, describe };
+  } catch {
+    return null;
+  }
+}
+
 const CONTROL_VERBS = new Set(['begin', 'start', 'commit', 'end', 'rollback', 'abort']);
 
 /**

@@ -2,10 +2,10 @@ import { MessageReader, type FrameReader } from '../protocol/framing.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 import { parameterStatus, parseErrorFields, parseParameterStatus, query } from '../protocol/messages.ts';
 import type { ServerConnection, ServerOwner } from '../pool/server-connection.ts';
-import { Relay, enum_ } from './replies.ts';
+import { Relay, completes, enum_ } from './replies.ts';
 import type { MuxHost } from './mux-types.ts';
 import { ClientParams, REPORTED_SETTABLE, syncParametersQuery } from './params.ts';
-import { newBatch, inspect, plainInfo, plainStatement, transactionControl, type Batch, type BatchInfo } from './batch.ts';
+import { newBatch, inspect, plainInfo, plainStatement, transactionControl, unnamedRun, type Batch, type BatchInfo, type UnnamedRun } from './batch.ts';
 import { FAILING_PARSE, FAILING_QUERY, Translator, forgetUnnamed, recoverable } from './translate.ts';
 import { TxnState } from './txn-state.ts';
 import { ReadRetry } from './read-retry.ts';
@@ -119,7 +119,7 @@ export class MuxLink implements ServerOwner {
   // -------------------------------------------------------------- client side
 
   onClientData(chunk: Buffer): void {
-    if (this.plainQuery(chunk)) return;
+    if (this.plainRequest(chunk)) return;
     this.reader.feed(chunk, this.onClientMessage);
     // Where the node is already known, what came in goes on now, as it
     // would reach PostgreSQL (which, say, reports an error at once, before
@@ -130,27 +130,37 @@ export class MuxLink implements ServerOwner {
 
   /**
    * The fast lane of transaction and statement pooling on one node: a read
-   * that is exactly one simple Query of a plain statement (plainStatement:
-   * nothing in it changes the session, controls a transaction, starts a
-   * COPY or needs a statement name mapped) or of transaction control only
+   * that is exactly one simple Query, or one extended-protocol run of the
+   * unnamed statement and portal (unnamedRun: Parse, Bind, Describe,
+   * Execute, Sync, as libpq's PQexecParams and pgbench -M extended send
+   * it), of a plain statement (plainStatement: nothing in it changes the
+   * session, controls a transaction, starts a COPY or needs a name
+   * mapped) or, for a Query, of transaction control only
    * (transactionControl), while nothing else of the client's is in
-   * flight, goes to the server as the client's own chunk, with one
-   * reply-queue entry, without a batch, the pump or the translator. It
-   * does what the message-level loop would do for it and nothing more
-   * (the connection lent and given the client's parameters, the unnamed
-   * statement dropped, the statement counted per node, the first Query
-   * on a fresh connection watched); its replies come back through
-   * plainReplies. Anything else goes the long way.
+   * flight, goes to the server as the client's own chunk, without a
+   * batch, the pump or the translator. It does what the message-level
+   * loop would do for it and nothing more (the connection lent and given
+   * the client's parameters, the unnamed statement and portal followed,
+   * the statement counted per node, the same reply-queue entries, the
+   * first request on a fresh connection watched); its replies come back
+   * through plainReplies. Anything else goes the long way.
    */
-  private plainQuery(chunk: Buffer): boolean {
+  private plainRequest(chunk: Buffer): boolean {
     const h = this.host;
     if (h.mode === 'session' || h.router.spreadsReads === true) return false;
     if (this.closing || this.pumping || this.waiting.length > 0 || this.current.msgs.length > 0 || !this.reader.atBoundary) return false;
     if (this.retry.pending || this.skipping !== null || this.unsynced || this.copyIn || this.pinned !== null || this.heldBy !== null || this.relay.queue.length > 0) return false;
     const n = chunk.length;
-    if (n < 6 || n - 1 > h.maxPacketSize || chunk[0] !== 0x51 /* Query */ || chunk.readInt32BE(1) !== n - 1 || chunk.indexOf(0, 5) !== n - 1) return false;
-    const sql = chunk.toString('utf8', 5, n - 1);
-    const info = plainStatement(sql) ? plainInfo(sql) : transactionControl(sql);
+    let info: BatchInfo | null;
+    let run: UnnamedRun | null = null;
+    if (chunk[0] === 0x51 /* Query */) {
+      if (n < 6 || n - 1 > h.maxPacketSize || chunk.readInt32BE(1) !== n - 1 || chunk.indexOf(0, 5) !== n - 1) return false;
+      const sql = chunk.toString('utf8', 5, n - 1);
+      info = plainStatement(sql) ? plainInfo(sql) : transactionControl(sql);
+    } else {
+      run = unnamedRun(chunk, h.maxPacketSize);
+      info = run !== null && plainStatement(run.sql) ? plainInfo(run.sql) : null;
+    }
     if (info === null || this.refusal(info) !== null) return false;
     let conn = this.server;
     if (conn === null) {
@@ -161,12 +171,25 @@ export class MuxLink implements ServerOwner {
       this.took(conn, conn.node);
     }
     if (!this.tied) h.router.route(info, this);
-    if (this.fresh && this.status === I) this.freshQuery = chunk;
+    if (this.fresh && this.status === I) this.freshRequest = chunk;
     this.fresh = false;
     this.txn.note(info, this.params);
-    this.tr.queryOutsideRun(conn);
-    this.relay.queue.push({ kind: enum_.forward, type: 0x51 });
-    this.plainInFlight++;
+    const q = this.relay.queue;
+    if (run === null) {
+      this.tr.queryOutsideRun(conn);
+      q.push({ kind: enum_.forward, type: 0x51 });
+      this.plainEntries++;
+    } else {
+      // As inspect() and translate() would have it: the portal holds the text, the statement is the client's own on this connection.
+      this.portals.set('', run.sql);
+      q.push({ kind: enum_.forward, type: 0x50, onError: this.tr.parseUnnamedOutsideRun(conn, run.rest, run.sql) });
+      q.push({ kind: enum_.forward, type: 0x42 });
+      if (run.describe) q.push({ kind: enum_.forward, type: 0x44 });
+      q.push({ kind: enum_.forward, type: 0x45 });
+      q.push({ kind: enum_.forward, type: 0x53 });
+      this.tr.syncSent();
+      this.plainEntries += run.describe ? 5 : 4;
+    }
     if (!conn.socket.write(chunk)) {
       h.pauseClient();
       conn.socket.once('drain', () => h.resumeClient());
@@ -174,56 +197,52 @@ export class MuxLink implements ServerOwner {
     return true;
   }
 
-  /** Fast-lane Queries whose ReadyForQuery has not come (their entries are all the reply queue holds). */
-  private plainInFlight = 0;
-  /** The fast-lane Query sent first on a connection just lent, until the server's first reply. */
-  private freshQuery: Buffer | null = null;
+  /** Reply-queue entries of the fast lane not yet answered (while any are, they are all the queue holds). */
+  private plainEntries = 0;
+  /** The fast lane's request sent first on a connection just lent, until the server's first reply. */
+  private freshRequest: Buffer | null = null;
   private readonly one: Buffer[] = [];
   private readonly pumpTask = () => this.pump();
 
   /**
-   * The server's replies to fast-lane Queries, forwarded as its own chunk
+   * The server's replies to fast-lane requests, forwarded as its own chunk
    * when the chunk holds whole messages that the reply queue would only
-   * pass on: anything it acts on besides ReadyForQuery and ErrorResponse
-   * (a ParameterStatus, COPY, a message out of step), a message cut by the
-   * chunk's end, or an ErrorResponse as the first reply on a fresh
-   * connection (maybe the FATAL of a backend terminated while idle, for
-   * the read retry) sends the chunk through the relay instead, the
-   * Queries' entries still in the queue. False then, having done nothing.
+   * pass on or count off. Anything it acts on otherwise (an ErrorResponse,
+   * a ParameterStatus, COPY, a message out of step or after the last
+   * answer), a message cut by the chunk's end, or entries not all the fast
+   * lane's, sends the chunk through the relay instead, the entries still
+   * in the queue. False then, having done nothing.
    */
   private plainReplies(chunk: Buffer, reader: FrameReader, borrowed: boolean): boolean {
-    const conn = this.server;
-    if (conn === null || this.closing || !reader.atBoundary || this.relay.queue.length !== this.plainInFlight) return false;
+    const q = this.relay.queue;
+    if (this.server === null || this.closing || !reader.atBoundary || q.length !== this.plainEntries) return false;
     const n = chunk.length;
     let pos = 0;
-    let ready = 0;
+    let answered = 0;
     while (pos < n) {
-      if (n - pos < 5) return false;
+      if (n - pos < 5 || answered === this.plainEntries) return false;
       const type = chunk[pos];
       const len = chunk.readInt32BE(pos + 1);
       if (len < 4 || len > n - pos - 1) return false;
-      if (type === 0x53 /* ParameterStatus */ || type === 0x47 || type === 0x48 || type === 0x57 /* COPY */) return false;
-      if (type === 0x45 && pos === 0 && this.freshQuery !== null) return false;
-      if (ready === this.plainInFlight && type !== 0x4e && type !== 0x41 && type !== 0x45) return false;
-      if (type === 0x5a /* ReadyForQuery */) {
-        if (len !== 5) return false;
-        ready++;
-      }
+      if (type === 0x45 /* ErrorResponse */ || type === 0x53 /* ParameterStatus */ || type === 0x47 || type === 0x48 || type === 0x57 /* COPY */) return false;
+      const entry = q.typeAt(answered);
+      if (type === 0x5a /* ReadyForQuery */ && (len !== 5 || (entry !== 0x51 && entry !== 0x53))) return false;
+      if (completes(entry, type)) answered++;
       pos += len + 1;
     }
-    if (this.freshQuery !== null) {
-      this.freshQuery = null;
+    if (this.freshRequest !== null) {
+      this.freshRequest = null;
       // What the client sent after it may go now.
       if (this.waiting.length > 0) queueMicrotask(this.pumpTask);
     }
     for (pos = 0; pos < n; ) {
       const type = chunk[pos];
-      const len = chunk.readInt32BE(pos + 1);
-      if (type === 0x5a) {
-        this.plainInFlight--;
-        this.relay.queue.plainReady(chunk[pos + 5]);
-      } else if (type === 0x45) this.onServerError(chunk.subarray(pos + 5, pos + len + 1), true);
-      pos += len + 1;
+      if (completes(q.headType, type)) {
+        this.plainEntries--;
+        if (type === 0x5a) q.plainReady(chunk[pos + 5]);
+        else q.plainDone();
+      }
+      pos += chunk.readInt32BE(pos + 1) + 1;
     }
     if (this.closing) return true;
     this.one[0] = chunk;
@@ -344,9 +363,9 @@ export class MuxLink implements ServerOwner {
   /** The pump's loop: null when it ran to its end (or must stop), else what it waits for. */
   private pumpNow(): Promise<unknown> | null {
     while (this.waiting.length > 0 && !this.closing) {
-      // Nothing more goes out until a held read, or a fast-lane Query on a
-      // fresh connection, has shown how it went.
-      if (this.retry.pending || this.freshQuery !== null) return null;
+      // Nothing more goes out until a held read, or a fast-lane request on
+      // a fresh connection, has shown how it went.
+      if (this.retry.pending || this.freshRequest !== null) return null;
       if (this.skipping !== null && !this.skipToSync()) continue;
       const b = this.waiting[0];
       b.info ??= inspect(b, this, this.host.router.spreadsReads);
@@ -608,21 +627,28 @@ export class MuxLink implements ServerOwner {
   onServerChunk(): void {}
 
   onRawChunk(chunk: Buffer, reader: FrameReader, borrowed: boolean): void {
-    if (this.plainInFlight > 0) {
+    if (this.plainEntries > 0) {
       if (this.plainReplies(chunk, reader, borrowed)) return;
-      // The relay takes over the fast lane's entries, and the read retry its fresh Query.
-      this.plainInFlight = 0;
+      // The relay takes over the fast lane's entries, and the read retry its fresh request.
+      this.plainEntries = 0;
       this.watchFresh();
     }
     this.toClient(this.relay.feed(reader, chunk, borrowed), borrowed);
   }
 
-  /** A fast-lane Query on a fresh connection whose first reply the relay is to see: watched as sendFirst would. */
+  /** A fast-lane request on a fresh connection whose first reply the relay is to see: watched as sendFirst would. */
   private watchFresh(): void {
-    const msg = this.freshQuery;
-    if (msg === null) return;
-    this.freshQuery = null;
-    this.retry.watch({ msgs: [{ type: 0x51, msg }], bytes: msg.length, info: null }, 'fresh');
+    const chunk = this.freshRequest;
+    if (chunk === null) return;
+    this.freshRequest = null;
+    const b = newBatch();
+    for (let pos = 0; pos < chunk.length; ) {
+      const end = pos + 1 + chunk.readInt32BE(pos + 1);
+      b.msgs.push({ type: chunk[pos], msg: chunk.subarray(pos, end) });
+      pos = end;
+    }
+    b.bytes = chunk.length;
+    this.retry.watch(b, 'fresh');
   }
 
   /** Everything for the client passes here, so a held read stays unseen. */
@@ -761,9 +787,9 @@ export class MuxLink implements ServerOwner {
   }
 
   onServerClose(): void {
-    // A fast-lane Query's connection that closes before answering fails the client, as a watched fresh batch's does.
-    this.plainInFlight = 0;
-    this.freshQuery = null;
+    // A fast-lane request's connection that closes before answering fails the client, as a watched fresh batch's does.
+    this.plainEntries = 0;
+    this.freshRequest = null;
     const conn = this.server;
     if (conn === null) return;
     this.server = null;

@@ -62,7 +62,7 @@ const E = 0x45;
 const S_PARAM = 0x53;
 
 /** Whether `reply` completes the entry for frontend message `type`. */
-function completes(type: number, reply: number): boolean {
+export function completes(type: number, reply: number): boolean {
   switch (type) {
     case 0x50 /* Parse */:
       return reply === 0x31;
@@ -305,9 +305,22 @@ export class ReplyQueue {
   }
 
   /**
-   * The ReadyForQuery of the simple Query at the head (an entry without
-   * callbacks, sent by the fast lane), seen by the caller instead of decide().
+   * A reply that completes the fast lane's entry at the head (not a
+   * ReadyForQuery), seen by the caller instead of decide(): the entries
+   * are the fast lane's own and no error came, so nothing else is due.
    */
+  plainDone(): void {
+    const e = this.entries[this.head];
+    e.onDone?.();
+    this.pop();
+  }
+
+  /** The frontend message type of the entry `i` places after the head, or -1. */
+  typeAt(i: number): number {
+    return this.entries[this.head + i]?.type ?? -1;
+  }
+
+  /** The ReadyForQuery that completes the fast lane's entry at the head (a Query or Sync). */
   plainReady(status: number): void {
     this.pop();
     this.status = status;

@@ -316,6 +316,27 @@ export class Translator {
     unnamedThere(conn).put(null);
   }
 
+  /**
+   * A Parse of the unnamed statement that starts an extended-protocol run
+   * (the server cannot skip it), sent as the client's own message: the
+   * client's unnamed statement and the server's are this one. Returns
+   * what its failure undoes (both are then gone, as parseUnnamed's).
+   */
+  parseUnnamedOutsideRun(conn: ServerConnection, rest: Buffer, sql: string): () => void {
+    const st: ClientStatement = { id: -1, rest: Buffer.from(rest), sql, epoch: parseEpoch() };
+    this.unnamed.put(st);
+    unnamedThere(conn).put(st);
+    return () => {
+      this.unnamed.put(null);
+      unnamedThere(conn).put(null);
+    };
+  }
+
+  /** A Sync was sent without translate(): a new run begins. */
+  syncSent(): void {
+    this.undo.next();
+  }
+
   private parseUnnamed(conn: ServerConnection, msg: Buffer, rest: Buffer, sql: string, out: Translated): void {
     const st: ClientStatement = { id: -1, rest: Buffer.from(rest), sql, epoch: parseEpoch() };
     const mine = this.unnamed.set(st);
