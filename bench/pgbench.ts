@@ -127,7 +127,11 @@ export async function runPgbench(opts: {
   const lat = await readLatencies(opts.logDir);
   await rm(opts.logDir, { recursive: true, force: true });
   const aborted = /aborted/.test(value.stdout + value.stderr);
-  const error = value.code !== 0 || aborted || !Number.isFinite(tps) ? (value.stderr.trim().split('\n').slice(-2).join(' ') || `pgbench exited ${value.code}: ${value.stdout.trim().split('\n').slice(-2).join(' ') || 'no output'}`) : null;
+  const none = value.code === 0 && !aborted && processed === 0 ? `pgbench processed no transaction in ${opts.durationS} s (its ${opts.clients} logins may have taken the whole run: give a longer --duration)` : null;
+  const failedRun = value.code !== 0 || aborted || !Number.isFinite(tps);
+  const error =
+    none ??
+    (failedRun ? value.stderr.trim().split('\n').slice(-2).join(' ') || `pgbench exited ${value.code}: ${value.stdout.trim().split('\n').slice(-2).join(' ') || 'no output'}` : null);
   return {
     tps: Number.isFinite(tps) ? tps : 0,
     processed,

@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as vega from 'vega';
@@ -33,6 +33,8 @@ export interface Row {
   /** Host simulation: cores each PostgreSQL node used and how often its cgroup was throttled. */
   nodes: string;
   pgbenchCores: number | null;
+  /** Cores the pooler's processes used while nobody was connected (health checks, replay-position reads): its cost that no transaction causes. */
+  idleCores: number | null;
   /** Cores the whole machine kept busy while the runs went (other users' work included). */
   machineCores: number | null;
   note: string;
@@ -41,7 +43,7 @@ export interface Row {
 
 export const COLUMNS: (keyof Row)[] = [
   'target', 'workload', 'clients', 'rate', 'reps', 'tpsMean', 'tpsStd', 'p50', 'p95', 'p99', 'failed', 'serverConnections',
-  'cpuUsPerTxn', 'cpuUsPerTxnStd', 'pgbenchUsPerTxn', 'poolerCores', 'poolerCoresTotal', 'processes', 'peakRssMb', 'nodes', 'pgbenchCores', 'machineCores', 'note', 'error',
+  'cpuUsPerTxn', 'cpuUsPerTxnStd', 'pgbenchUsPerTxn', 'poolerCores', 'poolerCoresTotal', 'processes', 'peakRssMb', 'nodes', 'pgbenchCores', 'machineCores', 'idleCores', 'note', 'error',
 ];
 
 export function toCsv<T extends object>(rows: T[], columns: (keyof T)[]): string {
@@ -118,18 +120,18 @@ export function machineDescription(): string {
 
 function workloadTable(rows: Row[], w: string): string[] {
   const out: string[] = [];
-  out.push('| target | clients | TPS (mean ± std) | pooler CPU µs/txn (± std) | pgbench CPU µs/txn | p50 ms | p95 ms | p99 ms | failed | server conns | cores per pooler process | peak RSS MB | CPU/txn vs PgBouncer | TPS vs PgBouncer | TPS vs direct | machine busy, cores |');
-  out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  out.push('| target | clients | TPS (mean ± std) | pooler CPU µs/txn (± std) | pgbench CPU µs/txn | p50 ms | p95 ms | p99 ms | failed | server conns | cores per pooler process | idle cores | peak RSS MB | CPU/txn vs PgBouncer | TPS vs PgBouncer | TPS vs direct | machine busy, cores |');
+  out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows.filter((x) => x.workload === w)) {
     if (r.error !== null) {
-      out.push(`| ${r.target} | ${r.clients} | ${r.error.replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 160)} | | | | | | | | | | | | | |`);
+      out.push(`| ${r.target} | ${r.clients} | ${r.error.replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 160)} | | | | | | | | | | | | | | |`);
       continue;
     }
     const b = bouncerFor(r.target);
     const bRow = b === null ? undefined : findRow(rows, b, w, r.clients);
     const cpu = r.cpuUsPerTxn === null ? '' : `${f1(r.cpuUsPerTxn)} ± ${f1(r.cpuUsPerTxnStd)}`;
     out.push(
-      `| ${r.target}${r.note ? ` (${r.note})` : ''} | ${r.clients}${r.rate > 0 ? ` @ ${r.rate}/s` : ''} | ${f1(r.tpsMean)} ± ${f1(r.tpsStd)} | ${cpu} | ${f1(r.pgbenchUsPerTxn)} | ${r.p50.toFixed(3)} | ${r.p95.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.failed} | ${r.serverConnections} | ${r.poolerCores} | ${r.peakRssMb === null ? '' : f1(r.peakRssMb)} | ${b === null ? '' : ratio(r.cpuUsPerTxn, bRow?.cpuUsPerTxn)} | ${b === null ? '' : ratio(r.tpsMean, bRow?.tpsMean)} | ${r.target === 'direct' ? '' : ratio(r.tpsMean, findRow(rows, 'direct', w, r.clients)?.tpsMean)} | ${f1(r.machineCores)} |`,
+      `| ${r.target}${r.note ? ` (${r.note})` : ''} | ${r.clients}${r.rate > 0 ? ` @ ${r.rate}/s` : ''} | ${f1(r.tpsMean)} ± ${f1(r.tpsStd)} | ${cpu} | ${f1(r.pgbenchUsPerTxn)} | ${r.p50.toFixed(3)} | ${r.p95.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.failed} | ${r.serverConnections} | ${r.poolerCores} | ${r.idleCores === null ? '' : r.idleCores.toFixed(3)} | ${r.peakRssMb === null ? '' : f1(r.peakRssMb)} | ${b === null ? '' : ratio(r.cpuUsPerTxn, bRow?.cpuUsPerTxn)} | ${b === null ? '' : ratio(r.tpsMean, bRow?.tpsMean)} | ${r.target === 'direct' ? '' : ratio(r.tpsMean, findRow(rows, 'direct', w, r.clients)?.tpsMean)} | ${f1(r.machineCores)} |`,
     );
   }
   return out;
@@ -198,7 +200,7 @@ function scalingSection(rows: Row[], info: RunInfo): string[] {
 
 export async function writeReport(
   rows: Row[],
-  opts: { dir: string; info: RunInfo; targets: string; hostsSim?: string; notes?: string },
+  opts: { dir: string; info: RunInfo; targets: string; hostsSim?: string; notes?: string; howTo?: string },
 ): Promise<void> {
   const plotsDir = path.join(opts.dir, 'bench');
   await mkdir(plotsDir, { recursive: true });
@@ -214,7 +216,7 @@ export async function writeReport(
     '',
   );
   out.push(`Run: \`${info.command}\``, '');
-  out.push('How to run it and what each column means: [benchmarking.md](benchmarking.md).', '');
+  out.push(`How to run it and what each column means: [benchmarking.md](${opts.howTo ?? 'benchmarking.md'}).`, '');
   out.push(
     `CPU per transaction is the user + system time of all the pooler's processes (read from /proc around each pgbench run, the started process and all its children) divided by the transactions pgbench processed; it is the basis of the comparisons with PgBouncer, because on ${info.cores} cores shared by pgbench, PostgreSQL and the pooler TPS moves from run to run with whoever takes the CPU. The poolers of a cell take turns (A B A B …) so drift hits them all.`,
     '',
@@ -224,15 +226,20 @@ export async function writeReport(
   if (opts.hostsSim !== undefined) out.push(opts.hostsSim);
   out.push(...latencySection(rows, info));
   out.push(...scalingSection(rows, info));
+  const plots = new Set<string>();
   for (const w of workloads) {
     if (w === 'latency') continue;
     out.push(`## ${w}`, '');
     out.push(...workloadTable(rows, w), '');
     for (const [field, label] of [['tpsMean', 'TPS'], ['cpuUsPerTxn', 'CPU per transaction'], ['p99', 'p99']] as const) {
-      await plot(rows, w, field, path.join(plotsDir, `${w}-${field === 'tpsMean' ? 'tps' : field === 'p99' ? 'p99' : 'cpu'}.svg`));
-      out.push(`![${w} ${label}](bench/${w}-${field === 'tpsMean' ? 'tps' : field === 'p99' ? 'p99' : 'cpu'}.svg)`, '');
+      const file = `${w}-${field === 'tpsMean' ? 'tps' : field === 'p99' ? 'p99' : 'cpu'}.svg`;
+      await plot(rows, w, field, path.join(plotsDir, file));
+      plots.add(file);
+      out.push(`![${w} ${label}](bench/${file})`, '');
     }
   }
+  // Plots of an earlier report that this one does not draw would stay beside it, stale.
+  for (const f of await readdir(plotsDir)) if (f.endsWith('.svg') && !plots.has(f)) await rm(path.join(plotsDir, f));
   const lat = rows.filter((r) => r.workload === 'latency');
   if (lat.length > 0) {
     out.push('## latency (all columns)', '', ...workloadTable(rows, 'latency'), '');

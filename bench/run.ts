@@ -20,6 +20,7 @@ import { DEFAULT_WORKLOADS, SIM_WORKLOADS, WORKLOADS, type Workload } from './wo
 import { runPgbench, type RunResult } from './pgbench.ts';
 import { COLUMNS, machineDescription, shortVersion, toCsv, writeReport, type Row, type RunInfo } from './report.ts';
 import { fromCsv, hostsSimSection, targetsBlock } from './findings.ts';
+import { sampleTree, usageBetween } from './procs.ts';
 import { cpuStat, hostsSimUnavailable, removeLeftovers, startHostsSim, stopHostsSim, type HostsSim } from './hosts-sim.ts';
 
 const exec = promisify(execFile);
@@ -33,6 +34,7 @@ const program = new Command('bench')
   .option('--duration <s>', 'seconds per run (env BENCH_DURATION)', process.env.BENCH_DURATION ?? '10')
   .option('--reps <n>', 'runs per target in each cell, the targets taking turns (env BENCH_REPS)', process.env.BENCH_REPS ?? '2')
   .option('--warmup <s>', 'seconds each target runs unmeasured before a cell (env BENCH_WARMUP)', process.env.BENCH_WARMUP ?? '1')
+  .option('--idle <s>', 'seconds the targets of a cell are measured idle, for what they spend with nobody connected (env BENCH_IDLE)', process.env.BENCH_IDLE ?? '2')
   .option('--concurrency <list>', 'client counts (env BENCH_CONCURRENCY)', process.env.BENCH_CONCURRENCY ?? '10,100')
   .option('--targets <list>', `targets (env BENCH_TARGETS): ${TARGETS.join(',')}; a pgmux target may end in -w<N> for --workers N`, process.env.BENCH_TARGETS ?? DEFAULT_TARGETS.join(','))
   .option('--workloads <list>', `workloads (env BENCH_WORKLOADS): ${WORKLOADS.map((w) => w.name).join(',')}; none for only --hosts-sim`, process.env.BENCH_WORKLOADS ?? DEFAULT_WORKLOADS.join(','))
@@ -82,7 +84,7 @@ interface RunRecord {
 }
 const RUN_COLUMNS: (keyof RunRecord)[] = ['workload', 'clients', 'rep', 'order', 'target', 'tps', 'processed', 'cpuUsPerTxn', 'pgbenchUsPerTxn', 'poolerCores', 'peakRssMb', 'error'];
 
-function fold(target: string, w: Workload, clients: number, rate: number, results: RunResult[], note: string, error: string | null): Row {
+function fold(target: string, w: Workload, clients: number, rate: number, results: RunResult[], note: string, error: string | null, idleCores: number | null): Row {
   const ok = results.filter((r) => r.error === null && r.processed > 0);
   const asked = parseTarget(target)?.workers ?? 1;
   const seen = Math.max(0, ...ok.map((r) => r.pooler?.processes ?? 0));
@@ -121,6 +123,7 @@ function fold(target: string, w: Workload, clients: number, rate: number, result
     nodes,
     pgbenchCores: ok.length === 0 ? null : mean(ok.map((r) => r.pgbenchCpuUs / r.wallUs)),
     machineCores: ok.length === 0 ? null : mean(ok.map((r) => r.machineCores)),
+    idleCores,
     note,
     error: error ?? (ok.length === 0 ? (results[0]?.error ?? 'no run') : null),
   };
@@ -135,7 +138,9 @@ async function main(): Promise<void> {
   const notes = o.notes === undefined ? undefined : await readFile(String(o.notes), 'utf8');
   const write = async (rows: Row[], info: RunInfo, resultsDir: string) => {
     const dir = reportDirOf(resultsDir);
-    await writeReport(rows, { dir, info, targets: targetsBlock(rows), hostsSim: hostsSimSection(rows, info), notes });
+    const memoryProbe = await readFile(path.join(repoDir, 'bench/results/memory.txt'), 'utf8').catch(() => undefined);
+    const howTo = path.relative(dir, path.join(repoDir, 'docs/benchmarking.md'));
+    await writeReport(rows, { dir, info, targets: targetsBlock(rows, memoryProbe), hostsSim: hostsSimSection(rows, info), notes, howTo });
     if (o.report === 'docs') await copyFile(path.join(resultsDir, 'rows.csv'), path.join(repoDir, 'bench/results/benchmarks.csv'));
     log(`wrote ${path.join(dir, 'benchmarks.md')}`);
   };
@@ -151,6 +156,7 @@ async function main(): Promise<void> {
   const duration = Number(o.duration);
   const reps = Number(o.reps);
   const warmup = Number(o.warmup);
+  const idleS = Number(o.idle);
   const concurrency = list(s('concurrency')).map(Number);
   const targets = list(s('targets'));
   for (const t of targets) if (parseTarget(t) === null) throw new Error(`unknown target ${t}`);
@@ -170,7 +176,7 @@ async function main(): Promise<void> {
   const started = new Date();
   const command = [
     'npm run bench --',
-    `--duration ${duration} --reps ${reps} --warmup ${warmup}`,
+    `--duration ${duration} --reps ${reps} --warmup ${warmup} --idle ${idleS}`,
     `--targets ${targets.join(',') || 'none'} --workloads ${workloads.map((w) => w.name).join(',') || 'none'}`,
     `--concurrency ${concurrency.join(',')} --scale ${s('scale')} --pool-size ${s('poolSize')}`,
     `--latency-rate ${latencyRate} --reuseport-procs ${reuseportProcs}`,
@@ -298,15 +304,24 @@ async function main(): Promise<void> {
           postmasters: cell.sim ? Object.fromEntries(nodeNames.map((n, i) => [n, postmasterOf(nodeDirs[i])])) : {},
         });
       };
+      const idle = new Map<string, number>();
       try {
         if (warmup > 0) for (const t of up.keys()) await measure(t, warmup);
+        // What each target spends with nobody connected (once warm), all of them idle together.
+        if (idleS > 0 && up.size > 0) {
+          const before = new Map([...up].map(([t, r]) => [t, sampleTree(r.pids)]));
+          const start = process.hrtime.bigint();
+          await new Promise((res) => setTimeout(res, idleS * 1000));
+          const wallUs = Number(process.hrtime.bigint() - start) / 1000;
+          for (const [t, r] of up) if (r.pids.length > 0) idle.set(t, usageBetween(before.get(t)!, sampleTree(r.pids), wallUs).cpuUs / wallUs);
+        }
         for (let rep = 0; rep < reps; rep++) {
           // The targets take turns, A B A B …, each starting first in turn, so drift hits them all.
           const order = [...up.keys()];
           const turn = [...order.slice(rep % order.length), ...order.slice(0, rep % order.length)];
           for (const [i, t] of turn.entries()) {
             const eta = done === 0 ? '?' : `${Math.round((((Date.now() - t0) / done) * (total - done)) / 1000)} s`;
-            log(`[${done + 1}/${total}] ${w.name} c=${cell.clients}${rate > 0 ? ` @ ${rate}/s` : ''} ${t} rep ${rep + 1}/${reps} (eta ${eta})`);
+            log(`[${done + 1}/${total}] ${w.name} c=${cell.clients}${rate > 0 ? ` @ ${rate}/s` : ''} ${t} rep ${rep + 1}/${reps} (${Math.round((Date.now() - t0) / 1000)} s in, eta ${eta})`);
             const before = sim?.groups.map((g) => cpuStat(g.dir));
             const r = await measure(t, duration);
             if (sim !== null && before !== undefined) {
@@ -337,15 +352,13 @@ async function main(): Promise<void> {
           }
         }
       } finally {
-        for (const r of up.values()) {
-          await r.stop().catch(() => {});
-          running.splice(running.indexOf(r), 1);
-        }
+        await Promise.all([...up.values()].map((r) => r.stop().catch(() => {})));
+        for (const r of up.values()) running.splice(running.indexOf(r), 1);
       }
       for (const t of cell.targets) {
         const e = errors.get(t) ?? null;
         if (e !== null) done += reps;
-        rows.push(fold(t, w, cell.clients, rate, results.get(t)!, notes.get(t) ?? '', e));
+        rows.push(fold(t, w, cell.clients, rate, results.get(t)!, notes.get(t) ?? '', e, idle.get(t) ?? null));
       }
       await saveCsv();
     }

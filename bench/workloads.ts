@@ -23,7 +23,7 @@ export const WORKLOADS: Workload[] = [
     args: async () => ['-S'],
     clients: [1, 10],
     ratePerClient: true,
-    targets: ['direct', 'bare-proxy', 'pgmux-session', 'pgmux-transaction', 'pgmux-transaction-w2', 'pgbouncer-session', 'pgbouncer-transaction'],
+    targets: ['direct', 'bare-proxy', 'pgmux-session', 'pgmux-transaction', 'pgbouncer-session', 'pgbouncer-transaction'],
   },
   { name: 'readonly-short', describe: 'pgbench -S -C: a new connection per transaction', args: async () => ['-S', '-C'] },
   {

@@ -25,7 +25,7 @@ describe('benchmark runner (smoke run)', () => {
     await exec(
       process.execPath,
       [
-        'bench/run.ts', '--duration', '1', '--reps', '2', '--warmup', '0', '--concurrency', '2', '--scale', '1',
+        'bench/run.ts', '--duration', '1', '--reps', '2', '--warmup', '0', '--idle', '1', '--concurrency', '2', '--scale', '1',
         '--targets', 'direct,bare-proxy,pgmux-transaction', '--workloads', 'readonly-steady,latency', '--latency-rate', '50', '--results', results,
       ],
       { maxBuffer: 16 << 20 },
@@ -41,6 +41,7 @@ describe('benchmark runner (smoke run)', () => {
     expect(col(pgmux, 'reps')).toBe('2');
     expect(Number(col(pgmux, 'cpuUsPerTxn'))).toBeGreaterThan(0);
     expect(Number(col(pgmux, 'peakRssMb'))).toBeGreaterThan(0);
+    expect(col(pgmux, 'idleCores')).toMatch(/^\d/);
     expect(Number(col(rows.find((l) => l.startsWith('bare-proxy,readonly-steady,'))!, 'cpuUsPerTxn'))).toBeGreaterThan(0);
     expect(col(rows.find((l) => l.startsWith('direct,latency,10,'))!, 'rate')).toBe('500');
     // The targets take turns, each starting a repetition in turn.
@@ -51,7 +52,7 @@ describe('benchmark runner (smoke run)', () => {
     ]);
     const report = await readFile(path.join(dir, 'benchmarks.md'), 'utf8');
     expect(report).toMatch(/PostgreSQL \d+\.\d+, PgBouncer [\d.]+|PostgreSQL \d+\.\d+, PgBouncer unavailable/);
-    expect(report).toContain('Run: `npm run bench -- --duration 1 --reps 2 --warmup 0 --targets direct,bare-proxy,pgmux-transaction --workloads readonly-steady,latency --concurrency 2 --scale 1 --pool-size 20 --latency-rate 50 --reuseport-procs 2`');
+    expect(report).toContain('Run: `npm run bench -- --duration 1 --reps 2 --warmup 0 --idle 1 --targets direct,bare-proxy,pgmux-transaction --workloads readonly-steady,latency --concurrency 2 --scale 1 --pool-size 20 --latency-rate 50 --reuseport-procs 2`');
     expect(report).toContain('## Targets');
     expect(report).toContain('## Latency added at a load that does not saturate');
     expect(report).toContain('No 16-core machine was lent to this run');
@@ -63,7 +64,8 @@ describe('benchmark runner (smoke run)', () => {
     // The report again from the results folder, somewhere else.
     const again = await tempDir('pgmux-bench-report-');
     await exec(process.execPath, ['bench/run.ts', '--from', dir, '--report', again], { maxBuffer: 16 << 20 });
-    expect(await readFile(path.join(again, 'benchmarks.md'), 'utf8')).toBe(report);
+    const link = (md: string) => md.replace(/\]\([^)]*benchmarking\.md\)/, '](…)');
+    expect(link(await readFile(path.join(again, 'benchmarks.md'), 'utf8'))).toBe(link(report));
   }, 240_000);
 
   it.skipIf(!canSimulateHosts)('simulates hosts with a cpu cgroup per PostgreSQL node and removes the cgroups afterwards', async () => {
