@@ -197,10 +197,18 @@ export function hostsSimSection(rows: Row[], info: RunInfo): string | undefined 
     const dRoute = perTxn(rep) - perTxn(single);
     if (Number.isFinite(dRoute)) {
       out.push(
-        `- Routing cost: without that idle part pgmux spends ${f1(perTxn(rep))} µs per transaction over the replicas against ${f1(perTxn(single))} µs on one node (${dRoute >= 0 ? '+' : ''}${f1(dRoute)} µs, ${((dRoute / perTxn(single)) * 100).toFixed(0)} %)${dRoute / perTxn(single) > 0.2 ? ': that difference is what choosing a node per statement costs (classifying the statement as a read, the node choice, and the replay-position checks); it is the part of pgmux to make cheaper first' : ', which is not where the shortfall comes from'}.`,
+        `- Routing cost: ${rep.idleCores !== null && single.idleCores !== null ? 'without that idle part ' : ''}pgmux spends ${f1(perTxn(rep))} µs per transaction over the replicas against ${f1(perTxn(single))} µs on one node (${dRoute >= 0 ? '+' : ''}${f1(dRoute)} µs, ${((dRoute / perTxn(single)) * 100).toFixed(0)} %)${dRoute / perTxn(single) > 0.2 ? ': that difference is what choosing a node per statement costs (classifying the statement as a read, the node choice, and the replay-position checks); it is the part of pgmux to make cheaper first' : ', which is not where the shortfall comes from'}.`,
       );
     }
     if (used < 0.85 * cap) out.push(`- The nodes left ${(cap - used).toFixed(2)} cores of their quota unused: they were not the limit.`);
+    // Reads queued on a throttled node while another had CPU to spare: the spread, not the nodes, held TPS down.
+    const hot = nodes.filter((n) => n.throttled >= 0.3);
+    const cold = nodes.filter((n) => n.cores < 0.6 * q);
+    if (hot.length > 0 && cold.length > 0) {
+      out.push(
+        `- Uneven: ${hot.map((n) => `${n.name} was throttled in ${(n.throttled * 100).toFixed(0)} % of periods`).join(', ')} while ${cold.map((n) => `${n.name} used ${n.cores.toFixed(2)} of its ${q}`).join(', ')}. pgmux picks a read's node by weight, blind to how many statements a node already has in flight, so in a closed loop the clients gather on the node that is stalled. To change in pgmux: send the next read to the usable node with the fewest statements in flight (least outstanding), weights breaking ties.`,
+      );
+    }
     out.push(`- The pool is not the limit: ${info.hostsSim.clients} clients, ${info.poolSize} server connections per node; at most ${rep.serverConnections} server connections were open. pgbench -S never writes, so no read waited for a replica to replay a write.`);
     const mixOn = rows.find((r) => r.workload === 'sim-mixed' && r.target === 'pgmux-transaction-replicas' && r.error === null);
     const mixOff = rows.find((r) => r.workload === 'sim-mixed' && r.target === 'pgmux-transaction-replicas-ryw-off' && r.error === null);
