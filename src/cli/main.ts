@@ -9,6 +9,7 @@ import { listenProblem, unixSocketProblem } from './listen-check.ts';
 import { openLogFile } from './log-file.ts';
 import { PidFile } from './pid-file.ts';
 import { switchUser, targetUser } from './os-user.ts';
+import type { OsUser } from '../os-ids.ts';
 import { Interrupted, Signals } from './signals.ts';
 import { ConfigError, loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
@@ -126,7 +127,7 @@ async function run(signals: Signals, cleanup: Cleanup): Promise<number> {
     // The workers open the log_file themselves; the supervisor writes its own lines there too.
     const log = createLogger({ level: config.log_level, format: config.log_format, destination });
     if (how.quiet) for (const w of loaded.warnings) log.warn(w);
-    return superviseWorkers({ config, count, log, quiet: how.quiet, overlay, greeting, signals, cleanup, inBackground, reopenLog: () => logFile?.reopen() });
+    return superviseWorkers({ config, count, log, quiet: how.quiet, overlay, greeting, signals, cleanup, inBackground, reopenLog: () => logFile?.reopen(), user, pidFile });
   }
   const logger = destination === undefined ? undefined : createLogger({ level: config.log_level, format: config.log_format, destination });
   const server = new PgmuxServer(config, { logger });
@@ -209,6 +210,9 @@ interface Supervised {
   cleanup: Cleanup;
   inBackground: boolean;
   reopenLog: () => void;
+  /** `user`: the supervisor switches too, once every worker listens (the workers switch themselves). */
+  user: OsUser | null;
+  pidFile: PidFile | null;
 }
 
 /**
@@ -221,8 +225,8 @@ async function superviseWorkers(o: Supervised): Promise<number> {
   let stopping = false;
   const stop = (sig: 'SIGTERM' | 'SIGINT' | 'SIGQUIT', why: string) => {
     if (stopping) {
-      // SIGQUIT still cuts a graceful stop short, as with one process.
-      if (sig === 'SIGQUIT') supervisor.signal('SIGQUIT');
+      // A second SIGTERM (after a second) or a SIGQUIT cuts a graceful stop short, as with one process: the workers judge.
+      if (sig === 'SIGQUIT' || sig === 'SIGTERM') supervisor.signal(sig);
       return;
     }
     stopping = true;
@@ -239,12 +243,8 @@ async function superviseWorkers(o: Supervised): Promise<number> {
     onShutdown: (mode) => stop(mode === 'wait_for_clients' ? 'SIGTERM' : mode === 'wait_for_servers' ? 'SIGINT' : 'SIGQUIT', `SHUTDOWN ${mode}`),
   });
   o.cleanup.push(() => (stopping ? supervisor.stopped : supervisor.stop('SIGQUIT')));
-  const listening = await supervisor.start();
-  supervisor.markStarted();
-  log.info({ workers: o.count, pids: supervisor.pids() }, 'workers started');
-  signals.startup.throwIfAborted();
-  if (o.inBackground) daemonReady();
-  if (o.greeting !== null) printGreeting(o.config, o.greeting, listening.tcp[0], listening.metrics);
+  // From the first fork on, a signal is for the workers (a stop waits for
+  // them to end) rather than an abort of the start.
   for (const sig of ['SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => supervisor.signal(sig));
   process.on('SIGQUIT', () => stop('SIGQUIT', 'SIGQUIT'));
   signals.running({
@@ -257,6 +257,25 @@ async function superviseWorkers(o: Supervised): Promise<number> {
       );
     },
   });
+  let listening;
+  try {
+    listening = await supervisor.start();
+  } catch (err) {
+    if (!stopping) throw err;
+  }
+  if (listening === undefined || stopping) {
+    await supervisor.stopped;
+    return 0;
+  }
+  supervisor.markStarted();
+  log.info({ workers: o.count, pids: supervisor.pids() }, 'workers started');
+  if (o.user !== null) {
+    // As each worker has: the rights to open the listeners are not needed any more.
+    switchUser(o.user, o.pidFile === null ? [] : [{ path: o.pidFile.path, keepGroup: false }]);
+    log.info({ user: o.user.name, uid: o.user.uid }, 'switched OS user');
+  }
+  if (o.inBackground) daemonReady();
+  if (o.greeting !== null) printGreeting(o.config, o.greeting, listening.tcp[0], listening.metrics);
   await supervisor.stopped;
   return 0;
 }

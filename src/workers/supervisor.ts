@@ -34,6 +34,8 @@ interface Worker {
   /** Deaths in a row, each soon after its start. */
   quickDeaths: number;
   listening: boolean;
+  /** Said hello: its own signal handlers are in place (before, SIGUSR1 would open Node's inspector). */
+  greeted: boolean;
 }
 
 export interface SupervisorOptions {
@@ -76,7 +78,7 @@ export class Supervisor {
     this.opts = opts;
     this.config = opts.config;
     this.log = opts.log;
-    this.workers = Array.from({ length: opts.count }, (_, index) => ({ index, child: null, startedAt: 0, quickDeaths: 0, listening: false }));
+    this.workers = Array.from({ length: opts.count }, (_, index) => ({ index, child: null, startedAt: 0, quickDeaths: 0, listening: false, greeted: false }));
     this.stopped = new Promise((resolve) => (this.allStopped = resolve));
     this.endpoint = new LinkEndpoint(SUPERVISOR, (m) => this.route(m, SUPERVISOR));
     this.endpoint.handlers.set('config', async (worker) => this.workerConfig(await this.opts.reloadSource(), worker as number));
@@ -107,8 +109,17 @@ export class Supervisor {
     };
   }
 
-  /** Starts worker 0, then the others on the ports it got; resolves when all listen. */
+  /**
+   * Starts the workers; resolves when all listen. Where `listen` or
+   * `metrics_listen` asks for a free port (0), worker 0 first, then the
+   * others on the ports it got.
+   */
   async start(): Promise<Listening> {
+    const portZero = parseListenList(this.config.listen).some((a) => a.port === 0) || (this.config.metrics_listen !== undefined && /:0$/.test(this.config.metrics_listen));
+    if (!portZero) {
+      const all = await Promise.all(this.workers.map((w) => this.spawn(w)));
+      return all[0];
+    }
     const first = await this.spawn(this.workers[0]);
     if (parseListenList(this.config.listen).some((a) => a.port === 0)) {
       const port = first.tcp[0].port;
@@ -117,7 +128,8 @@ export class Supervisor {
         .join(',');
     }
     if (this.config.metrics_listen !== undefined && first.metrics !== null) this.metricsResolved = hostPort(first.metrics.host, first.metrics.port);
-    await Promise.all(this.workers.slice(1).map((w) => this.spawn(w)));
+    // Stopped meanwhile (a signal while starting): no more workers.
+    if (!this.stopping) await Promise.all(this.workers.slice(1).map((w) => this.spawn(w)));
     return { tcp: first.tcp, unixSocket: first.unixSocket, metrics: first.metrics };
   }
 
@@ -131,6 +143,7 @@ export class Supervisor {
     w.child = child;
     w.startedAt = Date.now();
     w.listening = false;
+    w.greeted = false;
     return new Promise((resolve, reject) => {
       let settled = false;
       child.on('message', (m: unknown) => {
@@ -138,10 +151,13 @@ export class Supervisor {
         const msg = m as WorkerMessage;
         switch (msg.pgmux) {
           case 'hello':
+            w.greeted = true;
             child.send({ pgmux: 'start', config: this.workerConfig(this.config, w.index), worker: w.index, count: this.workers.length, quiet: this.opts.quiet });
             return;
           case 'listening':
             w.listening = true;
+            // PAUSE (SIGUSR1) holds for a worker that started after it, until SIGUSR2.
+            if (this.paused && child.pid !== undefined) process.kill(child.pid, 'SIGUSR1');
             settled = true;
             resolve({ tcp: msg.tcp, metrics: msg.metrics, unixSocket: null });
             return;
@@ -220,9 +236,15 @@ export class Supervisor {
     for (const w of this.workers) w.child?.send({ pgmux: 'reload', config: this.workerConfig(next, w.index) });
   }
 
-  /** Passes a signal on to every worker. */
+  /** SIGUSR1 came, and no SIGUSR2 since. */
+  private paused = false;
+
+  /** Passes a signal on to every worker that can take it (a worker still starting is told of a pause once it listens). */
   signal(sig: Signal): void {
+    if (sig === 'SIGUSR1') this.paused = true;
+    if (sig === 'SIGUSR2') this.paused = false;
     for (const w of this.workers) {
+      if (!w.greeted && (sig === 'SIGUSR1' || sig === 'SIGUSR2')) continue;
       const pid = w.child?.pid;
       if (pid !== undefined) {
         try {
