@@ -50,7 +50,7 @@ function moveTree(postmaster: number, dir: string): void {
   }
 }
 
-export function startHostsSim(nodes: SimNode[], quota: number, periodUs = 100_000): HostsSim {
+export async function startHostsSim(nodes: SimNode[], quota: number, periodUs = 100_000): Promise<HostsSim> {
   const sim: HostsSim = { groups: [], quota, periodUs };
   try {
     for (const n of nodes) {
@@ -63,7 +63,8 @@ export function startHostsSim(nodes: SimNode[], quota: number, periodUs = 100_00
       moveTree(n.postmaster, dir);
     }
   } catch (err) {
-    void stopHostsSim(sim, 0);
+    const left = await stopHostsSim(sim);
+    if (left.length > 0) (err as Error).message += ` (and could not remove ${left.join(', ')})`;
     throw err;
   }
   return sim;

@@ -265,7 +265,7 @@ async function main(): Promise<void> {
     for (const cell of cells) {
       if (cell.sim && sim === null) {
         log(`host simulation: each node in a cpu cgroup of ${quota} of a core`);
-        sim = startHostsSim(nodeNames.map((name, i) => ({ name, postmaster: postmasterOf(nodeDirs[i]) })), quota, periodUs);
+        sim = await startHostsSim(nodeNames.map((name, i) => ({ name, postmaster: postmasterOf(nodeDirs[i]) })), quota, periodUs);
       }
       const w = cell.workload;
       const rate = w.ratePerClient === true ? latencyRate * cell.clients : 0;

@@ -68,6 +68,6 @@ export const SIM_WORKLOADS: Workload[] = [
     name: 'sim-mixed',
     describe: 'pgbench -b select-only@9 -b simple-update@1: one transaction in ten writes, so read-your-writes has reads to hold back',
     args: async () => ['-b', 'select-only@9', '-b', 'simple-update@1'],
-    targets: ['pgmux-transaction-replicas', 'pgmux-transaction-replicas-ryw-off'],
+    targets: ['pgmux-transaction', 'pgmux-transaction-replicas', 'pgmux-transaction-replicas-ryw-off'],
   },
 ];

@@ -81,7 +81,7 @@ describe('benchmark runner (smoke run)', () => {
     expect(report).toContain('**This is a simulation, not separate machines.**');
     expect(report).toContain('`cpu.cfs_quota_us` = 50000 per `cpu.cfs_period_us` = 100000');
     expect(report).toMatch(/\| host simulation: reads over 2 replicas ≥ 2\.5× the single node \| (met|\*\*not met\*\*): /);
-    expect(report).toMatch(/\| host simulation: read-your-writes on \(lsn, the default\) costs ≤ 10 % of the gain \| /);
+    expect(report).toMatch(/\| host simulation: read-your-writes on \(lsn, the default\) costs ≤ 10 % of the gain \(-S\) \| /);
     expect(report).toMatch(/\| sim-readonly \| pgmux-transaction-replicas \| .*primary [\d.]+ \(\d+ % thr\.\), replica1 [\d.]+/);
     expect(report).toContain('--hosts-sim --hosts-sim-quota 0.5 --hosts-sim-period 100000 --hosts-sim-clients 4 --hosts-sim-workloads sim-readonly,sim-tpcb');
   }, 240_000);
