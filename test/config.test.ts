@@ -40,6 +40,7 @@ describe('defaults', () => {
       unix_socket_dir: '/tmp',
       unix_socket_mode: '0777',
       so_reuseport: false,
+      workers: 'auto',
       endpoints: {},
       pool_mode: 'session',
       default_pool_size: 20,
