@@ -218,7 +218,7 @@ export async function writeReport(
   out.push(`Run: \`${info.command}\``, '');
   out.push(`How to run it and what each column means: [benchmarking.md](${opts.howTo ?? 'benchmarking.md'}).`, '');
   out.push(
-    `CPU per transaction is the user + system time of all the pooler's processes (read from /proc around each pgbench run, the started process and all its children) divided by the transactions pgbench processed; it is the basis of the comparisons with PgBouncer, because on ${info.cores} cores shared by pgbench, PostgreSQL and the pooler TPS moves from run to run with whoever takes the CPU. The poolers of a cell take turns (A B A B …) so drift hits them all.`,
+    `CPU per transaction is the user + system time of all the pooler's processes (the started process and all its children, read from /proc from pgbench's first progress report, once its clients have logged in, to its end) divided by the transactions that ended in between; it is the basis of the comparisons with PgBouncer, because on ${info.cores} cores shared by pgbench, PostgreSQL and the pooler TPS moves from run to run with whoever takes the CPU. The poolers of a cell take turns (A B A B …) so drift hits them all.`,
     '',
   );
   out.push(opts.targets);

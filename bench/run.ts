@@ -90,7 +90,7 @@ function fold(target: string, w: Workload, clients: number, rate: number, result
   const seen = Math.max(0, ...ok.map((r) => r.pooler?.processes ?? 0));
   // A build whose setting exists but whose supervisor does not fork yet runs one process.
   if (asked > 1 && seen > 0 && seen < asked + 1) note = `${note}; asked for workers = ${asked}, ran as ${seen} process${seen === 1 ? '' : 'es'}`;
-  const cpu = ok.filter((r) => r.pooler !== null).map((r) => r.pooler!.cpuUs / r.processed);
+  const cpu = ok.filter((r) => r.pooler !== null && r.cpuTxns > 0).map((r) => r.pooler!.cpuUs / r.cpuTxns);
   const last = ok.at(-1);
   const coresOf = (r: RunResult) => r.pooler?.cores ?? [];
   // Cores per process averaged over the runs, by rank (busiest first).
@@ -121,7 +121,7 @@ function fold(target: string, w: Workload, clients: number, rate: number, result
     processes: last?.pooler?.processes ?? null,
     peakRssMb: last?.pooler === null || last === undefined ? null : Math.max(...ok.map((r) => r.pooler?.peakRssMb ?? 0)),
     nodes,
-    pgbenchCores: ok.length === 0 ? null : mean(ok.map((r) => r.pgbenchCpuUs / r.wallUs)),
+    pgbenchCores: ok.length === 0 ? null : mean(ok.map((r) => r.pgbenchCpuUs / r.runWallUs)),
     machineCores: ok.length === 0 ? null : mean(ok.map((r) => r.machineCores)),
     idleCores,
     note,
@@ -342,7 +342,7 @@ async function main(): Promise<void> {
               target: t,
               tps: r.tps,
               processed: r.processed,
-              cpuUsPerTxn: r.pooler === null || r.processed === 0 ? null : r.pooler.cpuUs / r.processed,
+              cpuUsPerTxn: r.pooler === null || r.cpuTxns === 0 ? null : r.pooler.cpuUs / r.cpuTxns,
               pgbenchUsPerTxn: r.processed === 0 ? NaN : r.pgbenchCpuUs / r.processed,
               poolerCores: r.pooler?.cores.map((c) => `${c.cores.toFixed(2)} ${c.name}`).join(', ') ?? '',
               peakRssMb: r.pooler?.peakRssMb ?? null,
