@@ -700,7 +700,15 @@ export class ClientSession implements CancelTarget, WatchedClient {
   private muxHost(key: PoolKey, router: ReturnType<SessionContext['routerFor']>) {
     const settings = this.ctx.settings();
     const counters = this.counters!;
-    const poolOf = (node: number) => this.ctx.pools.get({ ...key, node });
+    // Each node's pool, as pools.get() finds it until RECONNECT, KILL or a
+    // reload replaces it (a replaced pool is shut down): looked up once, not
+    // on every lend and release.
+    const known: Pool[] = [];
+    const poolOf = (node: number): Pool => {
+      const pool = known[node];
+      if (pool !== undefined && !pool.closeNeeded) return pool;
+      return (known[node] = this.ctx.pools.get({ ...key, node }));
+    };
     return {
       log: this.log,
       database: key.database,
