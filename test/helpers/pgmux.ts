@@ -39,6 +39,8 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
     auth_file: await writeAuthFile(),
     ...overrides,
   });
+  const workers = Number(process.env.PGMUX_TEST_WORKERS ?? '1');
+  if (workers > 1) return startWorkerProcesses(config, workers);
   const server = new PgmuxServer(config, { logger: opts.logger ?? pino({ level: process.env.PGMUX_TEST_LOG ?? 'silent' }) });
   const { port } = await server.start();
   return {
@@ -47,6 +49,42 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
     url: (user = 'app', database = 'appdb', password) =>
       `postgresql://${user}:${encodeURIComponent(password ?? c.roles[user as keyof typeof c.roles]?.password ?? '')}@127.0.0.1:${port}/${database}`,
     stop: () => server.stop(),
+  };
+}
+
+/** Whether startPgmux() starts worker processes (PGMUX_TEST_WORKERS > 1), so a test cannot reach the server's internals. */
+export const inWorkerProcesses = Number(process.env.PGMUX_TEST_WORKERS ?? '1') > 1;
+
+/**
+ * PGMUX_TEST_WORKERS = N: the same configuration, served by the command
+ * line with N worker processes. `server` is not in this process: a test
+ * that reaches into it is told so.
+ */
+async function startWorkerProcesses(config: Config, workers: number): Promise<RunningPgmux> {
+  const c = getCluster();
+  const { stringify } = await import('smol-toml');
+  const { CliProcess } = await import('./cli.ts');
+  const file = path.join(await tempDir('pgmux-test-'), 'pgmux.toml');
+  const plain = JSON.parse(JSON.stringify({ ...config, workers, log_format: 'json', log_level: 'info' })) as Record<string, unknown>;
+  await writeFile(file, stringify(plain), { mode: 0o600 });
+  const cli = new CliProcess(['--config', file]);
+  await cli.waitFor('"msg":"workers started"');
+  const port = Number(/"port":(\d+)[^\n]*"msg":"listening"/.exec(cli.output)?.[1]);
+  const server = new Proxy({} as PgmuxServer, {
+    get: (_t, key) => {
+      throw new Error(`server.${String(key)}: pgmux runs in worker processes here (PGMUX_TEST_WORKERS); this test needs it in process`);
+    },
+  });
+  return {
+    server,
+    port,
+    url: (user = 'app', database = 'appdb', password) =>
+      `postgresql://${user}:${encodeURIComponent(password ?? c.roles[user as keyof typeof c.roles]?.password ?? '')}@127.0.0.1:${port}/${database}`,
+    stop: async () => {
+      // At once, as server.stop() in process.
+      cli.signal('SIGQUIT');
+      await cli.exited;
+    },
   };
 }
 

@@ -1,0 +1,31 @@
+/**
+ * The link between a worker process and the supervisor, over a real IPC
+ * channel: questions and answers, a question nobody answers times out, a
+ * question to a worker that is not running is refused at once, and the
+ * round trip a connection grant costs.
+ */
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+import { SUPERVISOR, type LinkMessage } from '../src/workers/ipc.ts';
+import { LinkEndpoint } from '../src/workers/process-link.ts';
+
+it('asks through the parent, times out, and is refused for a worker that is not running', async () => {
+  const child = fork(fileURLToPath(new URL('./fixtures/link-child.ts', import.meta.url)), ['2000'], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // The parent in the supervisor's place: it answers 'want', never answers 'never', and knows no worker 0.
+  const endpoint = new LinkEndpoint(SUPERVISOR, (m) => child.send(m));
+  endpoint.handlers.set('want', () => true);
+  endpoint.handlers.set('never', () => new Promise(() => {}));
+  const report = await new Promise<{ median: number; p99: number; timedOut: string; toAbsent: string }>((resolve) => {
+    child.on('message', (m: unknown) => {
+      const msg = m as LinkMessage | { report: never };
+      if ('report' in msg) return resolve(msg.report);
+      if (msg.to === SUPERVISOR) endpoint.receive(msg);
+      else if (msg.pgmux === 'ask') child.send({ pgmux: 'answer', id: msg.id, to: msg.from, ok: false, error: `worker ${msg.to} is not running` });
+    });
+  });
+  child.kill();
+  console.log(`grant round trip over IPC: median ${report.median.toFixed(3)} ms, p99 ${report.p99.toFixed(3)} ms`);
+  expect(report.timedOut).toMatch(/did not answer never within 200 ms/);
+  expect(report.toAbsent).toBe('worker 0 is not running');
+}, 60_000);
