@@ -81,7 +81,11 @@ export class Supervisor {
     this.workers = Array.from({ length: opts.count }, (_, index) => ({ index, child: null, startedAt: 0, quickDeaths: 0, listening: false, greeted: false }));
     this.stopped = new Promise((resolve) => (this.allStopped = resolve));
     this.endpoint = new LinkEndpoint(SUPERVISOR, (m) => this.route(m, SUPERVISOR));
-    this.endpoint.handlers.set('config', async (worker) => this.workerConfig(await this.opts.reloadSource(), worker as number));
+    // The admin console's RELOAD in a worker: the configuration read again, which a restarted worker gets too.
+    this.endpoint.handlers.set('config', async (worker) => {
+      this.config = await this.opts.reloadSource();
+      return this.workerConfig(this.config, worker as number);
+    });
     this.ledger = new Ledger(this.endpoint, () => this.live(), this.log);
     this.clients = new ClientLedger(this.endpoint);
   }
