@@ -39,6 +39,8 @@ export function cannotReach(err: unknown): boolean {
  */
 export class Pools {
   private readonly pools = new Map<string, Pool>();
+  /** The current pools of each endpoint's node, for busy(). */
+  private readonly byNode = new Map<string, Set<Pool>>();
   private readonly settingsFor: (key: PoolKey) => PoolSettings;
   private readonly opener: ServerOpener;
   private readonly reaper: NodeJS.Timeout;
@@ -68,8 +70,26 @@ export class Pools {
       );
       if (this.isPaused(k)) pool.pause();
       this.pools.set(id, pool);
+      const at = `${k.endpoint}\0${k.node}`;
+      let set = this.byNode.get(at);
+      if (set === undefined) this.byNode.set(at, (set = new Set()));
+      set.add(pool);
     }
     return pool;
+  }
+
+  /**
+   * How busy one node of an endpoint is for pgmux: server connections lent
+   * to clients plus clients waiting for one, over all its pools. A node
+   * that answers slowly keeps its connections longer, so this grows there
+   * first: the read balancer steers away from it.
+   */
+  busy(endpoint: string, node: number): number {
+    const set = this.byNode.get(`${endpoint}\0${node}`);
+    if (set === undefined) return 0;
+    let n = 0;
+    for (const p of set) n += p.activeCount + p.waitingCount;
+    return n;
   }
 
   /** Whether a pool is one of those the admin console's `name` (an entry or endpoint name; every pool when absent) means. */
@@ -190,6 +210,7 @@ export class Pools {
   drainPool(pool: Pool): void {
     pool.shutdown();
     if (this.pools.get(pool.key) === pool) this.pools.delete(pool.key);
+    this.byNode.get(`${pool.where.endpoint}\0${pool.where.node}`)?.delete(pool);
     if (pool.activeCount > 0 || pool.openingCount > 0) this.closing.add(pool);
   }
 

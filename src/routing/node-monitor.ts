@@ -61,6 +61,8 @@ export interface MonitorOptions {
   replicationCheckPeriodMs: number;
   maxReplicaLagMs: number;
   log: Logger;
+  /** Statements pgmux has in flight on a node (connections lent plus clients waiting); none known: 0. */
+  busy?: (node: number) => number;
 }
 
 interface Probe {
@@ -274,12 +276,29 @@ export class NodeMonitor extends EventEmitter implements NodeView {
       total += p.state.weight;
     }
     if (candidates.length === 0) return this.primaryIndex();
+    const first = this.drawByWeight(candidates, total);
+    const busy = this.opts.busy;
+    if (candidates.length === 1 || busy === undefined) return first.state.index;
+    // Two choices, the less busy one taken (per unit of weight): at rest
+    // both are idle and the first, a draw by weight, decides, so weights
+    // keep their meaning; under load a node that answers slowly (a busy
+    // host, a long query) holds its connections longer and is passed over
+    // for one with statements to spare, instead of having clients pile up
+    // on it as a blind draw lets them.
+    let second = this.drawByWeight(candidates, total);
+    for (let i = 0; second === first && i < 3; i++) second = this.drawByWeight(candidates, total);
+    if (second === first) return first.state.index;
+    const load = (p: Probe) => busy(p.state.index) / p.state.weight;
+    return load(second) < load(first) ? second.state.index : first.state.index;
+  }
+
+  private drawByWeight(candidates: Probe[], total: number): Probe {
     let r = Math.random() * total;
     for (const p of candidates) {
       r -= p.state.weight;
-      if (r < 0) return p.state.index;
+      if (r < 0) return p;
     }
-    return candidates[candidates.length - 1].state.index;
+    return candidates[candidates.length - 1];
   }
 
   primaryLsnAfter(t: number): bigint | undefined {

@@ -23,6 +23,8 @@ export interface ServerSessions {
   open(key: { endpoint: string; database: string; user: string; node: number }): Promise<CheckSession>;
   /** Databases and users whose server logins to the endpoint succeeded, most recent first. */
   logins(endpoint: string): { database: string; user: string }[];
+  /** Statements in flight on a node of an endpoint (the read balancer's measure of load). */
+  busy(endpoint: string, node: number): number;
   failover: {
     unreachable(endpoint: string, node: number, err: Error): void;
     insteadOf(endpoint: string, node: number): number | null;
@@ -226,6 +228,7 @@ export class EndpointRegistry {
       replicationCheckPeriodMs: s(c.replication_check_period),
       maxReplicaLagMs: s(c.max_replica_lag),
       log,
+      busy: (node) => this.servers?.busy(name, node) ?? 0,
     });
     if (!spreads) return { endpoint, signature, router: new PrimaryRouter(monitor, traces), monitor };
     const volatility = new Map<string, FunctionVolatility>();
