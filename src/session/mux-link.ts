@@ -604,6 +604,10 @@ export class MuxLink implements ServerOwner {
       if (this.copyIn) this.copyIn = false;
       else this.copyEndsAhead++;
     }
+    // With no extended-protocol run open nothing sent before can be
+    // skipped: what the translator kept for undoing it goes (a client of
+    // the simple protocol alone never sends the Sync that would let it go).
+    if (!this.unsynced) this.tr.syncSent();
     const out = this.tr.translate(b, conn);
     this.retry.noteRegistered(b, out.registered);
     if (out.unsynced !== null) this.unsynced = out.unsynced;

@@ -332,7 +332,7 @@ export class Translator {
     };
   }
 
-  /** A Sync was sent without translate(): a new run begins. */
+  /** No extended-protocol run is open (a Sync was sent, or none began since): a new run begins. */
   syncSent(): void {
     this.undo.next();
   }
