@@ -4,7 +4,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../src/config/load.ts';
 import { getCluster } from './cluster-context.ts';
-import { onPrimary, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
+// Tests that read the pools' counts in process skip when PGMUX_TEST_WORKERS runs pgmux as worker processes.
+import { inWorkerProcesses, onPrimary, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
 import { psql } from './helpers/clients.ts';
 import { tempDir } from './helpers/temp.ts';
 
@@ -55,7 +56,7 @@ async function sleeping(user: string): Promise<number> {
 }
 
 describe('server-side limits', () => {
-  it('max_db_connections: every user of a database together; a full database takes an idle connection of another user', async () => {
+  it.skipIf(inWorkerProcesses)('max_db_connections: every user of a database together; a full database takes an idle connection of another user', async () => {
     const pgmux = await startPgmux({ endpoints: { main: { nodes: [primaryUrl()], max_db_connections: 3 } }, default_pool_size: 10 });
     try {
       const runs = [...Array(4)].flatMap(() => [sleepQuery(pgmux.url('app'), 0.3), sleepQuery(pgmux.url('other'), 0.3)]);
@@ -70,7 +71,7 @@ describe('server-side limits', () => {
     }
   });
 
-  it('max_user_connections: every database of a user together, per user in [users]', async () => {
+  it.skipIf(inWorkerProcesses)('max_user_connections: every database of a user together, per user in [users]', async () => {
     const pgmux = await startPgmux({
       endpoints: { appdb: { nodes: [primaryUrl('appdb')] }, postgres: { nodes: [primaryUrl('postgres')] } },
       max_user_connections: 2,
@@ -86,7 +87,7 @@ describe('server-side limits', () => {
     }
   });
 
-  it('per-endpoint and per-user pool sizes, the user\'s winning', async () => {
+  it.skipIf(inWorkerProcesses)('per-endpoint and per-user pool sizes, the user\'s winning', async () => {
     const pgmux = await startPgmux({
       endpoints: { main: { nodes: [primaryUrl()], default_pool_size: 3 } },
       users: { other: { default_pool_size: 1 } },
@@ -114,7 +115,7 @@ describe('server-side limits', () => {
     }
   });
 
-  it('min_pool_size: a pool in use is filled to it; an endpoint with a forced user is filled before any client', async () => {
+  it.skipIf(inWorkerProcesses)('min_pool_size: a pool in use is filled to it; an endpoint with a forced user is filled before any client', async () => {
     const pgmux = await startPgmux({
       endpoints: {
         main: { nodes: [primaryUrl()], min_pool_size: 2 },

@@ -237,7 +237,8 @@ export class Supervisor {
   async reload(): Promise<void> {
     const next = await this.opts.reloadSource();
     this.config = next;
-    for (const w of this.workers) w.child?.send({ pgmux: 'reload', config: this.workerConfig(next, w.index) });
+    // A worker starting now gets the new configuration with its 'start'.
+    for (const w of this.workers) if (w.child?.connected === true) w.child.send({ pgmux: 'reload', config: this.workerConfig(next, w.index) });
   }
 
   /** SIGUSR1 came, and no SIGUSR2 since. */
