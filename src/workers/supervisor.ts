@@ -114,16 +114,12 @@ export class Supervisor {
   }
 
   /**
-   * Starts the workers; resolves when all listen. Where `listen` or
-   * `metrics_listen` asks for a free port (0), worker 0 first, then the
-   * others on the ports it got.
+   * Starts worker 0, then the others (on the ports it got, where `listen`
+   * or `metrics_listen` asks for a free port); resolves when all listen.
+   * Worker 0 first also makes its `listening` line, the one that names
+   * the Unix-domain socket, the first.
    */
   async start(): Promise<Listening> {
-    const portZero = parseListenList(this.config.listen).some((a) => a.port === 0) || (this.config.metrics_listen !== undefined && /:0$/.test(this.config.metrics_listen));
-    if (!portZero) {
-      const all = await Promise.all(this.workers.map((w) => this.spawn(w)));
-      return all[0];
-    }
     const first = await this.spawn(this.workers[0]);
     if (parseListenList(this.config.listen).some((a) => a.port === 0)) {
       const port = first.tcp[0].port;
