@@ -29,3 +29,19 @@ it('asks through the parent, times out, and is refused for a worker that is not 
   expect(report.timedOut).toMatch(/did not answer never within 200 ms/);
   expect(report.toAbsent).toBe('worker 0 is not running');
 }, 60_000);
+
+it('a resolved configuration survives the IPC channel (structured clone) whole', async () => {
+  const { ConfigSchema } = await import('../src/config/schema.ts');
+  const config = ConfigSchema.parse({
+    workers: 4,
+    endpoints: { main: { nodes: ['postgresql://127.0.0.1:5432/app?sslmode=disable', 'postgresql://127.0.0.1:5433'], weights: [0, 1], pool_mode: 'transaction' } },
+    users: { app: { password: 'secret', default_pool_size: 3 } },
+    metrics_listen: '127.0.0.1:0',
+  });
+  const back = await new Promise<unknown>((resolve) => {
+    const child = fork(fileURLToPath(new URL('./fixtures/echo-child.ts', import.meta.url)), [], { serialization: 'advanced' });
+    child.once('message', resolve);
+    child.send(config);
+  });
+  expect(back).toEqual(config);
+});
