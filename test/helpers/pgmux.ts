@@ -70,8 +70,23 @@ async function startWorkerProcesses(config: Config, workers: number): Promise<Ru
   const cli = new CliProcess(['--config', file]);
   await cli.waitFor('"msg":"workers started"');
   const port = Number(/"port":(\d+)[^\n]*"msg":"listening"/.exec(cli.output)?.[1]);
-  const server = new Proxy({} as PgmuxServer, {
-    get: (_t, key) => {
+  let current = config;
+  // What can be had across processes: the configuration, and a reload through the file and SIGHUP.
+  const across: Partial<PgmuxServer> = {
+    get currentConfig() {
+      return current;
+    },
+    reload: async (next: Config) => {
+      const before = cli.output.split('"msg":"configuration reloaded"').length;
+      await writeFile(file, stringify(JSON.parse(JSON.stringify({ ...next, workers, log_format: 'json', log_level: 'info' })) as Record<string, unknown>), { mode: 0o600 });
+      cli.signal('SIGHUP');
+      for (let i = 0; i < 1000 && cli.output.split('"msg":"configuration reloaded"').length < before + workers; i++) await sleep(10);
+      current = next;
+    },
+  };
+  const server = new Proxy(across as PgmuxServer, {
+    get: (t, key) => {
+      if (key in t) return t[key as keyof PgmuxServer];
       throw new Error(`server.${String(key)}: pgmux runs in worker processes here (PGMUX_TEST_WORKERS); this test needs it in process`);
     },
   });
