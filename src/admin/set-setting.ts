@@ -11,7 +11,7 @@ import { ConfigSchema, type Config } from '../config/schema.ts';
 import { PgError, SqlState } from '../protocol/errors.ts';
 
 /** pgmux settings a reload does not apply: they are read once, at start. */
-export const RESTART_ONLY = new Set(['listen', 'log_format', 'log_file', 'pid_file', 'metrics_listen', 'peer_id', 'cancel_store']);
+export const RESTART_ONLY = new Set(['listen', 'log_format', 'log_file', 'pid_file', 'metrics_listen', 'peer_id', 'cancel_store', 'workers']);
 
 /**
  * PgBouncer's settings that a RELOAD leaves as they are (its SHOW CONFIG
