@@ -19,7 +19,8 @@ async function usage(pid: number): Promise<{ rssMb: number; fds: number }> {
 /**
  * pgmux runs as its own process here, with the descriptor limit raised to
  * the hard limit, so that it and this test each hold one end of every
- * connection.
+ * connection. One worker (`--workers 1`): the descriptors and memory
+ * measured are those of the process that holds every client.
  */
 describe('load', () => {
   it('holds 10,000 logged-in clients and serves them; after they and 2 × 2,000 more come and go, descriptors are back to the baseline and memory stays flat', async () => {
@@ -31,7 +32,7 @@ describe('load', () => {
       ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$@"', 'pgmux', process.execPath, '--liftoff-only', '--max-semi-space-size=4', 'src/cli.ts',
         '--listen', `127.0.0.1:${port}`, '--endpoint', `main=postgresql://${c.primary.host}:${c.primary.port}`, '--auth-type', 'trust',
         '--auth-file', authFile, '--user-password', `app=${c.roles.app.password}`, '--pool-mode', 'transaction', '--default-pool-size', '10',
-        '--max-client-conn', '12000', '--log-level', 'warn'],
+        '--max-client-conn', '12000', '--log-level', 'warn', '--workers', '1'],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
     try {
