@@ -68,8 +68,14 @@ describe('replication connections are passed through to the primary', () => {
     const p = await pgmux();
     const dir = await tempDir('pgmux-wal-', 0o755);
     // Some WAL to stream, leaving nothing behind in the database.
-    await onPrimary("SELECT pg_logical_emit_message(false, 'pgmux-test', 'x')");
-    const endpos = (await onPrimary<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))[0].lsn;
+    // Transactional, so its commit flushes it; a walsender sends only flushed
+    // WAL, so the end position is the flush position (the write position can
+    // stay ahead of it until the WAL writer gets there).
+    await onPrimary("SELECT pg_logical_emit_message(true, 'pgmux-test', 'x')");
+    const endpos = (await onPrimary<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn'))[0].lsn;
+    // WAL past the end position, so pg_receivewal sees it reached at once
+    // instead of at its next status round.
+    await onPrimary("SELECT pg_logical_emit_message(true, 'pgmux-test', 'y')");
     await exec('pg_receivewal', ['--dbname', conninfo(p, ''), '--directory', dir, `--endpos=${endpos}`, '--no-loop', '--no-password'], { timeout: 30_000 });
     const files = await readdir(dir);
     expect(files.some((f) => /^[0-9A-F]{24}(\.partial)?$/.test(f))).toBe(true);
