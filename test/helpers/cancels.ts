@@ -37,6 +37,25 @@ export async function outcome(c: RawClient, since: number, timeoutMs = 40_000): 
   return { code, ms };
 }
 
+/**
+ * Clients `ca` of the instance on `portA` and `cb` of `portB`, both in
+ * pg_sleep: a cancel of each sent to the other instance, then `ca` sleeps
+ * again and is cancelled through its own. Each outcome with its latency.
+ */
+export async function cancelsAcross(portA: number, portB: number, ca: RawClient, cb: RawClient) {
+  const cancelVia = async (port: number, c: RawClient) => {
+    const t = performance.now();
+    await sendCancel(port, c.backendKey!);
+    return outcome(c, t);
+  };
+  const foreign = await cancelVia(portB, ca);
+  const back = await cancelVia(portA, cb);
+  ca.write(query('SELECT pg_sleep(30)'));
+  await sleep(300);
+  const local = await cancelVia(portA, ca);
+  return { foreign, back, local };
+}
+
 /** The key with `ttl` forwards left (the low 2 bits of its last byte). */
 export function withTtl(key: CancelKey, ttl: number): CancelKey {
   const b = keyBytes(key);
