@@ -138,7 +138,11 @@ describe('SHOW STATS_AVERAGES: the last stats period', () => {
       expect(num(avg, 'xact_time')).toBeGreaterThanOrEqual(50_000);
       expect(num(avg, 'bytes_received')).toBeGreaterThan(0);
       // Transaction pooling lends a connection per transaction, at once here.
-      expect(num(avg, 'server_assignment_count')).toBe(rate);
+      // The lending is counted when a transaction starts and the query when
+      // it ends, so one transaction may straddle the period's edge: one
+      // transaction in a half-second period is 2 a second either way.
+      const assigned = num(avg, 'server_assignment_count');
+      expect(Math.abs(assigned - rate)).toBeLessThanOrEqual(2);
       expect(num(avg, 'wait_time')).toBeLessThan(50_000);
       // SHOW STATS carries the same averages next to the totals.
       const stats = ((await admin.query('SHOW STATS')).rows as Row[]).find((r) => r.database === 'appdb');
