@@ -32,6 +32,7 @@ export class CliProcess {
   readonly child: ChildProcess;
   output = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly lineListeners: ((line: string) => void)[] = [];
 
   constructor(args: string[], env: NodeJS.ProcessEnv = {}, opts: { detached?: boolean } = {}) {
     this.child = spawn(process.execPath, [...CLI, ...args], {
@@ -39,9 +40,33 @@ export class CliProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: opts.detached ?? false,
     });
-    this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => resolve({ code, signal })));
+    // Each stream is cut into whole lines of its own: a log line written at once is never split by the other stream.
+    const partial = { stdout: '', stderr: '' };
+    const take = (stream: 'stdout' | 'stderr', text: string) => {
+      this.output += text;
+      const parts = (partial[stream] + text).split('\n');
+      partial[stream] = parts.pop()!;
+      for (const line of parts) this.emitLine(line);
+    };
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => take('stdout', d));
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => take('stderr', d));
+    this.exited = new Promise((resolve) =>
+      this.child.once('close', (code, signal) => {
+        // A last line without its newline still counts.
+        for (const stream of ['stdout', 'stderr'] as const) if (partial[stream] !== '') this.emitLine(partial[stream]);
+        partial.stdout = partial.stderr = '';
+        resolve({ code, signal });
+      }),
+    );
+  }
+
+  /** Calls `fn` with each whole line of output from now on, as it comes. */
+  onLine(fn: (line: string) => void): void {
+    this.lineListeners.push(fn);
+  }
+
+  private emitLine(line: string): void {
+    for (const fn of this.lineListeners) fn(line);
   }
 
   /** Resolves once the output contains `text`; rejects if pgmux exits first or after timeoutMs. */

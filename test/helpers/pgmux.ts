@@ -11,6 +11,8 @@ import { tempDir } from './temp.ts';
 export interface RunningPgmux {
   server: PgmuxServer;
   port: number;
+  /** The processes pgmux runs as: this one, or the supervisor and its workers. */
+  pids(): number[];
   url(user?: string, database?: string, password?: string): string;
   stop(): Promise<void>;
 }
@@ -40,12 +42,13 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
     ...overrides,
   });
   const workers = Number(process.env.PGMUX_TEST_WORKERS ?? '1');
-  if (workers > 1) return startWorkerProcesses(config, workers);
+  if (workers > 1) return startWorkerProcesses(config, workers, opts.logger);
   const server = new PgmuxServer(config, { logger: opts.logger ?? pino({ level: process.env.PGMUX_TEST_LOG ?? 'silent' }) });
   const { port } = await server.start();
   return {
     server,
     port,
+    pids: () => [process.pid],
     url: (user = 'app', database = 'appdb', password) =>
       `postgresql://${user}:${encodeURIComponent(password ?? c.roles[user as keyof typeof c.roles]?.password ?? '')}@127.0.0.1:${port}/${database}`,
     stop: () => server.stop(),
@@ -55,36 +58,120 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
 /** Whether startPgmux() starts worker processes (PGMUX_TEST_WORKERS > 1), so a test cannot reach the server's internals. */
 export const inWorkerProcesses = Number(process.env.PGMUX_TEST_WORKERS ?? '1') > 1;
 
+/** Log levels by name, and their order (pino's). */
+const LEVELS = pino.levels.values;
+/** The more verbose of two levels. */
+const moreVerbose = (a: string, b: string) => ((LEVELS[a] ?? Infinity) <= (LEVELS[b] ?? Infinity) ? a : b);
+
+type LogLine = Record<string, unknown> & { level?: number; msg?: string };
+
+/** "host:port" or "[v6]:port" as a log line writes it. */
+function hostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|(.*)):(\d+)$/.exec(text);
+  if (m === null) throw new Error(`not host:port: ${text}`);
+  return { host: m[1] ?? m[2], port: Number(m[3]) };
+}
+
 /**
  * PGMUX_TEST_WORKERS = N: the same configuration, served by the command
- * line with N worker processes. `server` is not in this process: a test
- * that reaches into it is told so.
+ * line with N worker processes (JSON log lines). What `server` offers here
+ * is had across the processes, as an operator has it:
+ *
+ * - the log lines: each one pgmux prints goes to the destination of the
+ *   test's logger (at that logger's level, which a reload changes as it
+ *   does in process);
+ * - `listening()` and `metricsAddress()`: from the workers' `listening` lines;
+ * - `reload()`: the file rewritten and SIGHUP; it resolves once every worker
+ *   says `configuration reloaded`, and rejects with the error of a
+ *   `configuration not reloaded` line;
+ * - `stop()`: SIGQUIT, `shutdown('clients')`: SIGTERM,
+ *   `shutdown('transactions')`: SIGINT, each resolving once pgmux has exited;
+ * - `currentConfig`, and `log` (the test's logger).
+ *
+ * Anything else throws: the test needs pgmux in its own process.
  */
-async function startWorkerProcesses(config: Config, workers: number): Promise<RunningPgmux> {
+async function startWorkerProcesses(config: Config, workers: number, testLogger: Logger | undefined): Promise<RunningPgmux> {
   const c = getCluster();
   const { stringify } = await import('smol-toml');
   const { CliProcess } = await import('./cli.ts');
   const file = path.join(await tempDir('pgmux-test-'), 'pgmux.toml');
-  const plain = JSON.parse(JSON.stringify({ ...config, workers, log_format: 'json', log_level: 'info' })) as Record<string, unknown>;
-  await writeFile(file, stringify(plain), { mode: 0o600 });
+  // The level an in-process pgmux would log at: the test logger's, changed by each reload.
+  const logger = testLogger ?? pino({ level: 'silent' });
+  // pgmux itself logs at least at info: its own lines are how this helper follows it.
+  const write = (cfg: Config) =>
+    writeFile(file, stringify(JSON.parse(JSON.stringify({ ...cfg, workers, log_format: 'json', log_level: moreVerbose(logger.level, 'info') })) as Record<string, unknown>), { mode: 0o600 });
+  await write(config);
+  const lines: LogLine[] = [];
+  const destination = testLogger === undefined ? null : (testLogger as unknown as Record<symbol, NodeJS.WritableStream>)[pino.symbols.streamSym];
+  let reloading = false;
   const cli = new CliProcess(['--config', file]);
-  await cli.waitFor('"msg":"workers started"');
-  const port = Number(/"port":(\d+)[^\n]*"msg":"listening"/.exec(cli.output)?.[1]);
+  cli.onLine((text) => {
+    if (!text.startsWith('{')) return;
+    let line: LogLine;
+    try {
+      line = JSON.parse(text) as LogLine;
+    } catch {
+      return;
+    }
+    if (typeof line.level !== 'number') return;
+    // A reload that did not come through this helper (the admin console's SET or RELOAD) sets the level, as in process.
+    const changed = (line.settings as Record<string, unknown> | undefined)?.log_level;
+    if (line.msg === 'configuration reloaded' && !reloading && Array.isArray(changed)) logger.level = String(changed[1]);
+    lines.push(line);
+    if (destination !== null && line.level >= logger.levels.values[logger.level]) destination.write(text + '\n');
+  });
+  try {
+    await cli.waitFor('"msg":"workers started"');
+  } catch (err) {
+    await cli.kill();
+    // What pgmux said: the reason it did not start.
+    throw new Error(`pgmux (${workers} workers) did not start: ${cli.output.trim()}`, { cause: err });
+  }
+  const listeningLines = lines.filter((l) => l.msg === 'listening');
+  const started = lines.find((l) => l.msg === 'workers started')!;
+  const first = listeningLines.find((l) => l.worker === 0) ?? listeningLines[0];
+  const port = Number(first.port);
   let current = config;
-  // What can be had across processes: the configuration, and a reload through the file and SIGHUP.
-  const across: Partial<PgmuxServer> = {
+  const ended = async (sig: NodeJS.Signals) => {
+    if (cli.child.exitCode === null && cli.child.signalCode === null) cli.signal(sig);
+    await cli.exited;
+  };
+  const count = (msg: string) => lines.filter((l) => l.msg === msg).length;
+  const across = {
     get currentConfig() {
       return current;
     },
+    get log() {
+      return logger;
+    },
     reload: async (next: Config) => {
-      const before = cli.output.split('"msg":"configuration reloaded"').length;
-      await writeFile(file, stringify(JSON.parse(JSON.stringify({ ...next, workers, log_format: 'json', log_level: 'info' })) as Record<string, unknown>), { mode: 0o600 });
-      cli.signal('SIGHUP');
-      for (let i = 0; i < 1000 && cli.output.split('"msg":"configuration reloaded"').length < before + workers; i++) await sleep(10);
+      const done = count('configuration reloaded');
+      const failed = count('configuration not reloaded; keeping the running one');
+      reloading = true;
+      try {
+        logger.level = next.log_level;
+        await write(next);
+        cli.signal('SIGHUP');
+        for (const deadline = Date.now() + 30_000; count('configuration reloaded') < done + workers; ) {
+          const refused = lines.filter((l) => l.msg === 'configuration not reloaded; keeping the running one').slice(failed);
+          if (refused.length > 0) throw new Error(String(refused[0].err));
+          if (Date.now() > deadline) throw new Error(`pgmux did not reload in 30 s:\n${cli.output}`);
+          await sleep(10);
+        }
+      } finally {
+        reloading = false;
+      }
       current = next;
     },
+    listening: () => ({
+      tcp: Array.isArray(first.addresses) ? (first.addresses as string[]).map(hostPort) : [{ host: String(first.host), port }],
+      unixSocket: typeof first.unixSocket === 'string' ? first.unixSocket.replace(/^@/, '\0') : null,
+    }),
+    metricsAddress: () => (typeof first.metrics === 'string' ? hostPort(first.metrics) : null),
+    stop: () => ended('SIGQUIT'),
+    shutdown: (wait: 'clients' | 'transactions') => ended(wait === 'clients' ? 'SIGTERM' : 'SIGINT'),
   };
-  const server = new Proxy(across as PgmuxServer, {
+  const server = new Proxy(across as unknown as PgmuxServer, {
     get: (t, key) => {
       if (key in t) return t[key as keyof PgmuxServer];
       throw new Error(`server.${String(key)}: pgmux runs in worker processes here (PGMUX_TEST_WORKERS); this test needs it in process`);
@@ -93,13 +180,11 @@ async function startWorkerProcesses(config: Config, workers: number): Promise<Ru
   return {
     server,
     port,
+    pids: () => [cli.child.pid!, ...((started.pids as number[]) ?? [])],
     url: (user = 'app', database = 'appdb', password) =>
       `postgresql://${user}:${encodeURIComponent(password ?? c.roles[user as keyof typeof c.roles]?.password ?? '')}@127.0.0.1:${port}/${database}`,
-    stop: async () => {
-      // At once, as server.stop() in process.
-      cli.signal('SIGQUIT');
-      await cli.exited;
-    },
+    // At once, as server.stop() in process.
+    stop: () => ended('SIGQUIT'),
   };
 }
 
