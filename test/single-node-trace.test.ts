@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import pino from 'pino';
@@ -27,9 +27,15 @@ describe('an endpoint with one node', () => {
         await c.connect();
         await c.query('SELECT 41 + 1 AS answer');
         await c.query('SELECT $1::int AS n', [7]);
-        expect(lines).toContain('node 0 statement: Query: SELECT 41 + 1 AS answer');
-        expect(lines).toContain('node 0 statement: Parse: SELECT $1::int AS n');
-        expect(lines).toContain('node 0 statement: Execute');
+        // With worker processes (PGMUX_TEST_WORKERS) the lines come over a pipe, maybe after the answers.
+        await vi.waitFor(
+          () => {
+            expect(lines).toContain('node 0 statement: Query: SELECT 41 + 1 AS answer');
+            expect(lines).toContain('node 0 statement: Parse: SELECT $1::int AS n');
+            expect(lines).toContain('node 0 statement: Execute');
+          },
+          { timeout: 10_000, interval: 20 },
+        );
         expect(notices).toContain('node 0 statement: Query: SELECT 41 + 1 AS answer');
       } finally {
         await c.end();
