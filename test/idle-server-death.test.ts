@@ -2,13 +2,22 @@ import { describe, expect, it } from 'vitest';
 import net from 'node:net';
 import pg from 'pg';
 import { getCluster } from './cluster-context.ts';
+import { adminConsole, serversIdle } from './helpers/admin.ts';
 import { onPrimary, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
 
-/** Resolves once pgmux has `n` idle server connections. */
+/** Every pgmux here lets `app` read the admin console, where the tests see the pools (of every worker). */
+const CONSOLE = { stats_users: 'app' };
+
+/** Resolves once pgmux has `n` idle server connections, as SHOW POOLS counts them. */
 async function idleConnections(pgmux: RunningPgmux, n: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (pgmux.server.pools.all().reduce((a, p) => a + p.idleCount, 0) >= n) return;
-    await sleep(10);
+  const admin = await adminConsole(pgmux);
+  try {
+    for (let i = 0; i < 200; i++) {
+      if (serversIdle(await admin.show('POOLS')) >= n) return;
+      await sleep(10);
+    }
+  } finally {
+    await admin.end();
   }
   throw new Error(`pgmux never had ${n} idle server connections`);
 }
@@ -57,15 +66,21 @@ async function stoppedTerminations(pgmux: RunningPgmux, mode: 'session' | 'trans
           stopped.add(pid);
           await onPrimary('SELECT pg_terminate_backend($1)', [pid]);
           setTimeout(() => {
-            process.kill(pid, 'SIGCONT');
-            stopped.delete(pid);
+            if (!stopped.delete(pid)) return;
+            try {
+              process.kill(pid, 'SIGCONT');
+            } catch {
+              // already gone
+            }
           }, 300);
         }),
       );
     }
     return outcomes;
   } finally {
+    // The rounds are over: the backends still stopped run (and end) now, not at their timers.
     for (const pid of stopped) {
+      stopped.delete(pid);
       try {
         process.kill(pid, 'SIGCONT');
       } catch {
@@ -78,7 +93,7 @@ async function stoppedTerminations(pgmux: RunningPgmux, mode: 'session' | 'trans
 describe('a server connection whose backend ends while it is idle in the pool', () => {
   for (const mode of ['session', 'transaction'] as const) {
     it(`${mode} mode: after pg_terminate_backend of the idle backend the next query succeeds, 5 of 5`, async () => {
-      const pgmux = await startPgmux({ pool_mode: mode, default_pool_size: 1 });
+      const pgmux = await startPgmux({ ...CONSOLE, pool_mode: mode, default_pool_size: 1 });
       try {
         const outcomes: string[] = [];
         // pg_terminate_backend(pid, timeout) returns once the backend has
@@ -92,7 +107,7 @@ describe('a server connection whose backend ends while it is idle in the pool', 
     });
 
     it(`${mode} mode: an idle connection past server_check_delay is checked before it is lent, and a dead one replaced unseen, 5 of 5`, async () => {
-      const pgmux = await startPgmux({ pool_mode: mode, default_pool_size: 1, server_check_delay: 0.2 });
+      const pgmux = await startPgmux({ ...CONSOLE, pool_mode: mode, default_pool_size: 1, server_check_delay: 0.2 });
       try {
         // Past server_check_delay: only the check finds out.
         expect(await stoppedTerminations(pgmux, mode, async () => void (await sleep(300)))).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
@@ -105,7 +120,7 @@ describe('a server connection whose backend ends while it is idle in the pool', 
   it('transaction mode: a backend terminated while idle, noticed only after the next query was sent, costs the client nothing, 5 of 5', async () => {
     // No check before lending: the query reaches the backend, whose FATAL
     // comes first; pgmux sends the query again on a new connection.
-    const pgmux = await startPgmux({ pool_mode: 'transaction', default_pool_size: 1, server_check_delay: 3600 });
+    const pgmux = await startPgmux({ ...CONSOLE, pool_mode: 'transaction', default_pool_size: 1, server_check_delay: 3600 });
     try {
       expect(await stoppedTerminations(pgmux, 'transaction')).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
     } finally {
@@ -152,7 +167,7 @@ describe('a server connection whose backend ends while it is idle in the pool', 
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
     const port = (relay.address() as net.AddressInfo).port;
-    const pgmux = await startPgmux({ endpoints: { main: { nodes: [`postgresql://127.0.0.1:${port}`] } }, pool_mode: 'transaction', default_pool_size: 2 });
+    const pgmux = await startPgmux({ ...CONSOLE, endpoints: { main: { nodes: [`postgresql://127.0.0.1:${port}`] } }, pool_mode: 'transaction', default_pool_size: 2 });
     try {
       const outcomes: string[] = [];
       for (let i = 0; i < 5; i++) {
