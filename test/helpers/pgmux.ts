@@ -55,8 +55,11 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
   };
 }
 
+/** How many processes serve clients in the pgmux startPgmux() starts: PGMUX_TEST_WORKERS, else one (pgmux in this process). */
+export const testWorkers = Math.max(1, Number(process.env.PGMUX_TEST_WORKERS ?? '1'));
+
 /** Whether startPgmux() starts worker processes (PGMUX_TEST_WORKERS > 1), so a test cannot reach the server's internals. */
-export const inWorkerProcesses = Number(process.env.PGMUX_TEST_WORKERS ?? '1') > 1;
+export const inWorkerProcesses = testWorkers > 1;
 
 /** Log levels by name, and their order (pino's). */
 const LEVELS = pino.levels.values;
