@@ -7,6 +7,7 @@ import { loadConfig } from '../src/config/load.ts';
 import { ConfigError } from '../src/config/errors.ts';
 import { ConfigSchema } from '../src/config/schema.ts';
 import { freePort } from '../src/embedded/cluster.ts';
+import { show } from './helpers/admin.ts';
 import { psql } from './helpers/clients.ts';
 import { startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -95,9 +96,10 @@ describe('IPv6 server addresses', () => {
 describe('a node with a host list (PgBouncer\'s host=a,b with load_balance_hosts)', () => {
   it('round-robin: each new server connection goes to the next host, and all of them serve reads and writes alike', async () => {
     const [a, b] = [await relay(), await relay()];
-    const p = await pgmuxWith([`postgresql://${at(a.host, a.port)},${at(b.host, b.port)}/appdb?load_balance_hosts=round-robin`]);
+    const p = await pgmuxWith([`postgresql://${at(a.host, a.port)},${at(b.host, b.port)}/appdb?load_balance_hosts=round-robin`], { stats_users: 'app' });
     // One node, so no read/write split: nothing is routed by statement.
-    expect(p.server.registry.router('main').spreadsReads).toBe(false);
+    expect((await show(p, 'NODES')).filter((r) => r.endpoint === 'main')).toHaveLength(1);
+    expect((await show(p, 'ENDPOINTS')).find((r) => r.endpoint === 'main')).toMatchObject({ load_balance: 'off' });
     await clientsAtOnce(p, 4);
     expect([a.accepted, b.accepted]).toEqual([2, 2]);
     // A connection given back is lent again wherever it is: no new ones.
