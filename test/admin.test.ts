@@ -1,7 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
+import net from 'node:net';
+import { configForReload } from './helpers/admin.ts';
+import { backendsOf, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
 import { psql } from './helpers/clients.ts';
+
+/** Whether something accepts connections on the port. */
+function accepting(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
 
 describe('admin console', () => {
   let pgmux: RunningPgmux;
@@ -123,7 +136,7 @@ describe('admin console', () => {
     const client = new pg.Client({ connectionString: pgmux.url() });
     await client.connect();
     await client.query('BEGIN');
-    pgmux.server.reloadSource = async () => ({ ...cfg, default_endpoint: 'main', endpoints: { ...cfg.endpoints, extra: { nodes: cfg.endpoints.main.nodes.map((n) => `${n}/appdb`) } } });
+    await configForReload(pgmux, { ...cfg, default_endpoint: 'main', endpoints: { ...cfg.endpoints, extra: { nodes: cfg.endpoints.main.nodes.map((n) => `${n}/appdb`) } } });
     const c = new pg.Client({ connectionString: admin() });
     await c.connect();
     await c.query('RELOAD');
@@ -135,26 +148,28 @@ describe('admin console', () => {
   });
 
   it('SHUTDOWN WAIT_FOR_CLIENTS lets a running transaction finish', async () => {
-    const own = await startPgmux({ admin_users: 'app', pool_mode: 'transaction' });
-    const client = new pg.Client({ connectionString: own.url() });
+    // Its own user, whose server connections on the primary are this pgmux's alone.
+    const own = await startPgmux({ admin_users: 'other', pool_mode: 'transaction' });
+    const client = new pg.Client({ connectionString: own.url('other') });
     client.on('error', () => {});
     await client.connect();
     await client.query('BEGIN');
-    const c = new pg.Client({ connectionString: own.url('app', 'pgmux') });
+    const c = new pg.Client({ connectionString: own.url('other', 'pgmux') });
     c.on('error', () => {});
     await c.connect();
-    own.server.onShutdown = (mode) => void own.server.shutdown(mode === 'wait_for_clients' ? 'clients' : 'transactions');
     await c.query('SHUTDOWN WAIT_FOR_CLIENTS');
     await sleep(200);
     // New clients are refused; the one inside its transaction finishes it.
-    await expect(psql(own.url(), 'SELECT 1')).rejects.toThrow();
+    await expect(psql(own.url('other'), 'SELECT 1')).rejects.toThrow();
     expect((await client.query('SELECT 5 AS five')).rows[0].five).toBe(5);
     await client.query('COMMIT');
+    expect(await backendsOf('other')).toBeGreaterThan(0);
     await client.end();
     await c.end();
-    for (let i = 0; i < 50 && own.server.sessions.size > 0; i++) await sleep(100);
-    expect(own.server.ready).toBe(false);
-    expect(own.server.sessions.size).toBe(0);
+    // Its clients gone, pgmux stops: it closes its server connections and listens no more.
+    for (let i = 0; i < 100 && (await backendsOf('other')) > 0; i++) await sleep(100);
+    expect(await backendsOf('other')).toBe(0);
+    expect(await accepting(own.port)).toBe(false);
     await own.stop();
   });
 

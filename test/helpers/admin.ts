@@ -5,8 +5,11 @@
  * it merges. The pgmux must list the user in `admin_users` or
  * `stats_users`.
  */
+import { readFile, writeFile } from 'node:fs/promises';
 import pg from 'pg';
-import type { RunningPgmux } from './pgmux.ts';
+import { parse, stringify } from 'smol-toml';
+import type { Config } from '../../src/config/schema.ts';
+import { inWorkerProcesses, type RunningPgmux } from './pgmux.ts';
 
 export type AdminRow = Record<string, unknown>;
 
@@ -52,4 +55,25 @@ export function serversOpen(pools: AdminRow[], match: PoolMatch = () => true): n
 /** Idle server connections in every pool of SHOW POOLS. */
 export function serversIdle(pools: AdminRow[]): number {
   return pools.reduce((a, r) => a + n(r.sv_idle), 0);
+}
+
+/**
+ * Has the admin console's next RELOAD read `next`, as an operator edits
+ * the configuration file before RELOAD: in process through the server's
+ * reloadSource; with worker processes by writing `next` to the file named
+ * on the supervisor's command line (keeping the keys the test helper runs
+ * it with: workers, log_format, log_level), which each worker's RELOAD has
+ * the supervisor read.
+ */
+export async function configForReload(pgmux: RunningPgmux, next: Config): Promise<void> {
+  if (!inWorkerProcesses) {
+    pgmux.server.reloadSource = async () => next;
+    return;
+  }
+  const args = (await readFile(`/proc/${pgmux.pids()[0]}/cmdline`, 'utf8')).split('\0');
+  const file = args[args.indexOf('--config') + 1];
+  if (file === undefined || !args.includes('--config')) throw new Error(`pgmux's command line names no --config: ${args.join(' ')}`);
+  const running = parse(await readFile(file, 'utf8'));
+  const kept = Object.fromEntries(['workers', 'log_format', 'log_level'].filter((k) => k in running).map((k) => [k, running[k]]));
+  await writeFile(file, stringify({ ...(JSON.parse(JSON.stringify(next)) as Record<string, unknown>), ...kept }), { mode: 0o600 });
 }
