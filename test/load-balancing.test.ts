@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import path from 'node:path';
@@ -44,7 +44,8 @@ async function eventually(f: () => Promise<boolean>, ms = 20_000): Promise<void>
 describe('reads over a primary and two streaming replicas', () => {
   let cluster: LocalCluster;
   let nodes: string[];
-  const traces: string[] = [];
+  /** The per-node statement lines, with the worker process that wrote each (none: pgmux in this process). */
+  const traces: { msg: string; worker?: number }[] = [];
   let pgmux: RunningPgmux;
 
   const start = (overrides: Record<string, unknown> = {}, logger?: pino.Logger) => {
@@ -84,7 +85,7 @@ describe('reads over a primary and two streaming replicas', () => {
     await cluster.waitForReplicas();
     const sink = new Writable({
       write(chunk, _enc, cb) {
-        for (const line of chunk.toString().split('\n')) if (line.includes('statement:')) traces.push(JSON.parse(line).msg);
+        for (const line of chunk.toString().split('\n')) if (line.includes('statement:')) traces.push(JSON.parse(line));
         cb();
       },
     });
@@ -119,18 +120,23 @@ describe('reads over a primary and two streaming replicas', () => {
     await Promise.all(clients.map((c) => c.connect()));
     for (let i = 0; i < 20; i++) await Promise.all(clients.map((c) => c.query('SELECT $1::int AS n', [i])));
     await Promise.all(clients.map((c) => c.end()));
-    const lines = traces.map((t) => /^node (\d+) statement: (\w+)/.exec(t)!);
-    expect(lines.length).toBeGreaterThan(0);
-    // Each Sync closes a batch whose every message went to the Sync's node.
-    let batch: RegExpExecArray[] = [];
+    const parsed = () => traces.map((t) => ({ worker: t.worker, m: /^node (\d+) statement: (\w+)/.exec(t.msg)! }));
+    // One Sync for each query; worker processes' lines come over a pipe, maybe after the answers.
+    await vi.waitFor(() => expect(parsed().filter((l) => l.m[2] === 'Sync').length).toBeGreaterThanOrEqual(6 * 20), { timeout: 10_000 });
+    const lines = parsed();
+    // Each Sync closes a batch whose every message went to the Sync's node: a
+    // process's batches, as it wrote them (worker processes write theirs in turns).
+    const batches = new Map<number | undefined, RegExpExecArray[]>();
     const usedNodes = new Set<string>();
-    for (const l of lines) {
+    for (const { worker, m: l } of lines) {
+      const batch = batches.get(worker) ?? [];
+      batches.set(worker, batch);
       batch.push(l);
       if (l[2] !== 'Sync') continue;
       expect(batch.length, batch.map((b) => b[0]).join(' | ')).toBeGreaterThan(1);
       expect(new Set(batch.map((b) => b[1])).size).toBe(1);
       usedNodes.add(l[1]);
-      batch = [];
+      batch.length = 0;
     }
     expect(usedNodes.size).toBeGreaterThan(1);
   });
