@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { freePort } from '../src/embedded/cluster.ts';
+import { adminConsole } from './helpers/admin.ts';
 import { sleep, startPgmux, trustSettings, type RunningPgmux } from './helpers/pgmux.ts';
 import { getCluster } from './cluster-context.ts';
 
@@ -32,7 +33,8 @@ async function until(check: () => boolean | Promise<boolean>, ms: number): Promi
   return check();
 }
 
-describe('safe shutdown waits for open transactions, in process', () => {
+// server.shutdown() is SIGINT to pgmux ('transactions') when it runs as worker processes (PGMUX_TEST_WORKERS).
+describe('safe shutdown waits for open transactions', () => {
   for (const mode of ['session', 'transaction'] as const) {
     it(`${mode} pooling: a client idle in a transaction finishes it; an idle client does not hold the stop`, async () => {
       const pgmux = await startPgmux({ ...trustSettings(), pool_mode: mode, shutdown_timeout: 20 });
@@ -68,12 +70,16 @@ describe('safe shutdown waits for open transactions, in process', () => {
     try {
       await inTx.query('BEGIN');
       await inTx.query('SELECT 1');
+      const ended = new Set<pg.Client>();
+      for (const c of [inTx, admin]) c.on('end', () => ended.add(c));
       await admin.query('SHUTDOWN WAIT_FOR_SERVERS');
       await sleep(700);
-      expect(pgmux.server.ready).toBe(false);
+      // Stopping: it takes no new connection.
+      expect(await accepting(pgmux.port)).toBe(false);
       expect((await inTx.query('SELECT 3 AS three')).rows[0].three).toBe(3);
       await inTx.query('COMMIT');
-      expect(await until(() => pgmux.server.sessions.size === 0, 3000)).toBe(true);
+      // The transaction over, pgmux stops and ends its clients, the admin console's too.
+      expect(await until(() => ended.size === 2, 10_000)).toBe(true);
     } finally {
       await pgmux.stop();
       await rm(path.dirname(pgmux.server.currentConfig.auth_file!), { recursive: true, force: true });
@@ -81,10 +87,10 @@ describe('safe shutdown waits for open transactions, in process', () => {
   });
 });
 
-describe('SIGUSR1 and SIGUSR2, in process', () => {
+describe('SIGUSR1 and SIGUSR2 to the process pgmux runs in', () => {
   let pgmux: RunningPgmux;
   beforeAll(async () => {
-    pgmux = await startPgmux({ ...trustSettings() });
+    pgmux = await startPgmux({ ...trustSettings(), stats_users: 'app' });
   });
   afterAll(async () => {
     await pgmux.stop();
@@ -96,12 +102,21 @@ describe('SIGUSR1 and SIGUSR2, in process', () => {
     await c.connect();
     await c.query('SELECT 1');
     await c.end();
-    const pools = () => pgmux.server.pools.all();
-    process.kill(process.pid, 'SIGUSR1');
-    expect(await until(() => pools().every((p) => p.paused), 2000)).toBe(true);
-    expect(inspector.url()).toBeUndefined();
-    process.kill(process.pid, 'SIGUSR2');
-    expect(await until(() => pools().every((p) => !p.paused), 2000)).toBe(true);
+    // This process, or with worker processes their supervisor, which passes it on to each.
+    const [pid] = pgmux.pids();
+    const admin = await adminConsole(pgmux);
+    try {
+      const pools = () => admin.show('POOLS');
+      expect((await pools()).length).toBeGreaterThan(0);
+      process.kill(pid, 'SIGUSR1');
+      expect(await until(async () => (await pools()).every((p) => p.paused === 1), 2000)).toBe(true);
+      // Node's own SIGUSR1 would have opened it (in this process; for pgmux in processes of its own, see 'signals to bin/pgmux.js').
+      expect(inspector.url()).toBeUndefined();
+      process.kill(pid, 'SIGUSR2');
+      expect(await until(async () => (await pools()).every((p) => p.paused === 0), 2000)).toBe(true);
+    } finally {
+      await admin.end();
+    }
     const after = new pg.Client({ connectionString: pgmux.url() });
     await after.connect();
     expect((await after.query('SELECT 4 AS four')).rows[0].four).toBe(4);
