@@ -23,7 +23,7 @@ describe('client_login_timeout', () => {
   let pgmux: RunningPgmux;
   beforeAll(async () => {
     // SCRAM logins, so a client can stop in the middle of the exchange.
-    pgmux = await startPgmux({ client_login_timeout: TIMEOUT_S });
+    pgmux = await startPgmux({ client_login_timeout: TIMEOUT_S, admin_users: 'app' });
   });
   afterAll(async () => {
     await pgmux.stop();
@@ -66,9 +66,15 @@ describe('client_login_timeout', () => {
     expect(c.closed).toBe(true);
     expect(code).toBe('57014');
     expect(ms).toBeLessThan(3000);
-    // Nothing of it is left.
+    // Nothing of it is left: SHOW LISTS's used_clients (every session, logged in or not, of every process) is the console's own.
     await sleep(50);
-    expect(pgmux.server.sessions.size).toBe(0);
+    const admin = new pg.Client({ connectionString: pgmux.url('app', 'pgmux') });
+    await admin.connect();
+    try {
+      expect((await admin.query('SHOW LISTS')).rows.find((r) => r.list === 'used_clients').items).toBe(1);
+    } finally {
+      await admin.end();
+    }
   });
 
   it('leaves a client that has logged in alone', async () => {
