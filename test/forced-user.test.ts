@@ -38,7 +38,12 @@ describe('forced user (user= and password= of a [databases] entry)', () => {
       expect([user2, session2]).toEqual([FORCED, FORCED]);
       // Session mode: the second client got the connection the first gave back.
       expect(pid2).toBe(pid1);
-      expect(pgmux.server.pools.all().map((p) => p.key.split('\0')[2])).toEqual([FORCED]);
+      // The one pool is the forced user's: the server sees no other login of pgmux's.
+      const logins = await onPrimary<{ usename: string }>(
+        "SELECT DISTINCT usename FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename IN ('app', 'other', $1)",
+        [FORCED],
+      );
+      expect(logins.map((r) => r.usename)).toEqual([FORCED]);
       // Each client still proves who it is to pgmux.
       await expect(psql(pgmux.url('app', 'appdb', 'not-the-password'), 'SELECT 1')).rejects.toThrow(/password authentication failed for user "app"/);
     } finally {

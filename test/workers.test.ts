@@ -162,6 +162,36 @@ describe('two workers', () => {
   }, 60_000);
 });
 
+describe('one server connection between two workers', () => {
+  it('goes whole from worker to worker: clients of both see one backend, their prepared statements intact', async () => {
+    const pgmux = await startWorkers(2, ['--pool-mode', 'transaction', '--default-pool-size', '1', '--query-wait-timeout', '20']);
+    try {
+      const [on0, on1] = await clientsOnBoth(pgmux.url(), 2);
+      const clients = [...on0, ...on1];
+      const pids = new Set<number>();
+      // All four at once, 50 times: the one connection serves each in turn,
+      // moving between the workers. Both workers number their statements
+      // from 1, so a statement one left prepared would collide with the
+      // other's (42P05) if it were not deallocated on the way.
+      for (let round = 0; round < 50; round++) {
+        const results = await Promise.all(
+          clients.map((c, i) => c.query({ name: `q${i % 2}`, text: `SELECT pg_backend_pid() AS pid, $1::int + ${i % 2} AS v`, values: [round] })),
+        );
+        results.forEach((r, i) => {
+          expect(r.rows[0].v).toBe(round + (i % 2));
+          pids.add(r.rows[0].pid);
+        });
+      }
+      // Handed over rather than closed and opened again: one backend throughout.
+      expect(pids.size).toBe(1);
+      expect(await backends()).toBe(1);
+      await Promise.all(clients.map((c) => c.end()));
+    } finally {
+      await pgmux.stop();
+    }
+  }, 120_000);
+});
+
 describe('SIGHUP with two workers', () => {
   let pgmux: RunningWorkers;
   let file: string;

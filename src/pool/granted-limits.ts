@@ -6,7 +6,9 @@
  * it asks for one and says no; the grant's arrival pokes the pool, which
  * then opens. A closed connection's grant goes back at once.
  */
+import type net from 'node:net';
 import type { Pool, PoolLimits } from './pool.ts';
+import { ServerConnection, type HandedConnection } from './server-connection.ts';
 import { poolGroups, type SharedLimits } from './shared-limits.ts';
 import type { LedgerGroup, Want } from '../workers/ledger.ts';
 
@@ -14,7 +16,21 @@ export interface LedgerLink {
   want(w: Want): void;
   release(key: string, n: number): void;
   unwant(key: string): void;
+  /** An idle connection of pool `key` goes to worker `to`, with the grant it was opened under. */
+  handOver(key: string, to: number, conn: HandedConnection, socket: net.Socket): void;
 }
+
+/** Another worker whose clients wait for a pool this worker holds connections of. */
+interface Demand {
+  n: number;
+  /** Since when its clients wait (the ledger's queueing time). */
+  since: number;
+  /** When the ledger last asked: a demand it stops renewing lapses. */
+  at: number;
+}
+
+/** A demand the ledger has not renewed for this long is dropped (it asks again every 200 ms while its want waits). */
+const DEMAND_TTL_MS = 1000;
 
 /** How long a want may stay unanswered with nobody waiting for it before it is withdrawn. */
 const STALE_WANT_MS = 1000;
@@ -30,6 +46,10 @@ export class GrantedLimits implements PoolLimits {
   /** Grants asked for and not yet given, by pool key, and since when. */
   private readonly wanted = new Map<string, { n: number; since: number }>();
   private readonly tick: NodeJS.Timeout;
+  /** Other workers waiting for connections of a pool, by pool key, then worker. */
+  private readonly demands = new Map<string, Map<number, Demand>>();
+  /** Connections handed over to other workers and taken over from them, for tests and the log. */
+  readonly handed = { out: 0, in: 0 };
 
   constructor(local: SharedLimits, ledger: LedgerLink, pools: () => Pool[]) {
     this.local = local;
@@ -117,9 +137,126 @@ export class GrantedLimits implements PoolLimits {
     return victim?.evictIdle() ?? false;
   }
 
+  /**
+   * The ledger asks, for worker `to` whose clients wait since `since`,
+   * for a connection of pool `key`: an idle one goes over now (true);
+   * else the next to come free goes, unless a client here has waited
+   * longer (a demand, renewed while the want waits; false).
+   */
+  handOverFor(d: { key: string; to: number; since: number; n: number; idleOnly?: boolean }): boolean {
+    for (const p of this.pools()) {
+      if (p.key !== d.key || p.idleCount === 0) continue;
+      const conn = p.takeIdleToHandOver();
+      if (conn !== null) {
+        this.sendAway(p, conn, d.to);
+        return true;
+      }
+      // Idle ones that cannot travel (TLS): one closes, and its grant goes back.
+      if (d.idleOnly !== true && p.evictIdle()) return true;
+    }
+    if (d.idleOnly === true) return false;
+    let mine = this.demands.get(d.key);
+    if (mine === undefined) this.demands.set(d.key, (mine = new Map()));
+    mine.set(d.to, { n: d.n, since: d.since, at: Date.now() });
+    return false;
+  }
+
+  /** The ledger's news of a demand already made: how many, and since when its next client waits. */
+  redemand(d: { key: string; to: number; since: number; n: number }): void {
+    const cur = this.demands.get(d.key)?.get(d.to);
+    if (cur === undefined) return;
+    cur.n = d.n;
+    cur.since = d.since;
+    cur.at = Date.now();
+  }
+
+  /** Worker `to` no longer waits for pool `key`. */
+  undemand(key: string, to: number): void {
+    const mine = this.demands.get(key);
+    if (mine === undefined) return;
+    mine.delete(to);
+    if (mine.size === 0) this.demands.delete(key);
+  }
+
+  passOn(pool: Pool, conn: ServerConnection, since: number | null): boolean {
+    const mine = this.demands.get(pool.key);
+    if (mine === undefined) return false;
+    const now = Date.now();
+    let to = -1;
+    let first: Demand | null = null;
+    for (const [w, d] of mine) {
+      if (now - d.at > DEMAND_TTL_MS) mine.delete(w);
+      else if (first === null || d.since < first.since) {
+        first = d;
+        to = w;
+      }
+    }
+    if (mine.size === 0) this.demands.delete(pool.key);
+    // First come, first served across workers: a client here that waited longer keeps it.
+    if (first === null || (since !== null && since <= first.since)) return false;
+    if (--first.n <= 0) this.undemand(pool.key, to);
+    this.sendAway(pool, conn, to);
+    return true;
+  }
+
+  /**
+   * A connection that left `pool` goes to worker `to`: statements pgmux
+   * prepared on it are deallocated first (the other worker numbers its
+   * statements its own way); one that cannot travel closes instead.
+   */
+  private sendAway(pool: Pool, conn: ServerConnection, to: number): void {
+    const k = pool.key;
+    const lost = () => {
+      conn.close();
+      this.released(pool);
+    };
+    const go = () => {
+      const handed = conn.handOver();
+      if (handed === null) return lost();
+      const used = (this.used.get(k) ?? 0) - 1;
+      if (used <= 0) this.used.delete(k);
+      else this.used.set(k, used);
+      const held = (this.held.get(k) ?? 0) - 1;
+      if (held <= 0) this.held.delete(k);
+      else this.held.set(k, held);
+      this.handed.out++;
+      this.ledger.handOver(k, to, handed.conn, handed.socket);
+    };
+    if (conn.prepared.size === 0) return go();
+    conn.runQuery(conn.prepared.deallocateQuery(), pool.settings.queryTimeoutMs).then(
+      (r) => {
+        if (r.error !== null || r.status !== 0x49 /* I */) return lost();
+        conn.prepared.clear();
+        go();
+      },
+      lost,
+    );
+  }
+
+  /** A connection of pool `key` handed over by another worker, with its grant: it serves a client waiting here. */
+  takeOver(key: string, handed: HandedConnection, socket: net.Socket): void {
+    this.held.set(key, (this.held.get(key) ?? 0) + 1);
+    this.used.set(key, (this.used.get(key) ?? 0) + 1);
+    const asked = this.wanted.get(key);
+    if (asked !== undefined && --asked.n <= 0) this.wanted.delete(key);
+    this.handed.in++;
+    const conn = ServerConnection.handedOver(handed, socket);
+    const pool = this.pools().find((p) => p.key === key && !p.closeNeeded);
+    if (pool === undefined) {
+      // The pool went meanwhile (a reload): the connection and its grant go too.
+      conn.close();
+      const used = (this.used.get(key) ?? 1) - 1;
+      if (used <= 0) this.used.delete(key);
+      else this.used.set(key, used);
+      this.giveBackSpare(key);
+      return;
+    }
+    pool.adoptHandedOver(conn);
+  }
+
   /** What this worker holds, for tests and the log. */
-  snapshot(): { held: Record<string, number>; used: Record<string, number> } {
-    return { held: Object.fromEntries(this.held), used: Object.fromEntries(this.used) };
+  snapshot(): { held: Record<string, number>; used: Record<string, number>; handed: { out: number; in: number } } {
+    return { held: Object.fromEntries(this.held), used: Object.fromEntries(this.used), handed: { ...this.handed } };
   }
 
   stop(): void {

@@ -80,6 +80,13 @@ export interface PoolLimits {
    * supervisor) give its room back.
    */
   released?(pool: Pool): void;
+  /**
+   * A connection of `pool` comes free and no local client has waited
+   * longer than `since` (the first waiter's, or null): whether another
+   * worker whose clients wait for this pool takes it (handed over, its
+   * grant going with it) rather than it being kept here.
+   */
+  passOn?(pool: Pool, conn: ServerConnection, since: number | null): boolean;
 }
 
 const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i;
@@ -328,6 +335,29 @@ export class Pool {
     return true;
   }
 
+  /**
+   * Takes an idle connection that can go to another worker process (see
+   * ServerConnection.canHandOver), the one used last; it leaves the pool
+   * without counting as closed: its grant goes with it. Null when none.
+   */
+  takeIdleToHandOver(): ServerConnection | null {
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const c = this.idle[i];
+      if (!c.canHandOver) continue;
+      this.idle.splice(i, 1);
+      c.onClose = null;
+      return c;
+    }
+    return null;
+  }
+
+  /** A connection another worker handed over joins the pool, and goes to whoever waits. */
+  adoptHandedOver(conn: ServerConnection): void {
+    conn.pool = this;
+    this.busy++;
+    this.giveBack(conn);
+  }
+
   /** Once set, connections coming back are closed instead of kept (shutdown). */
   private closing = false;
 
@@ -390,6 +420,12 @@ export class Pool {
       return;
     }
     conn.lastUsedAt = Date.now();
+    // Another worker's clients that waited longer get it (its grant goes with it).
+    if (this.settings.limits?.passOn?.(this, conn, this.waiters[0]?.since ?? null) === true) {
+      // Clients here wait on: they ask for the next one.
+      if (this.waiters.length > 0) this.grow();
+      return;
+    }
     const w = this.paused ? undefined : this.waiters.shift();
     if (w !== undefined) {
       if (w.timer) clearTimeout(w.timer);

@@ -1,3 +1,8 @@
+/** Server-side name for a statement id; clients never see it. */
+export function serverStatementName(id: number): string {
+  return `pgmux_${id}`;
+}
+
 /**
  * The statements prepared on one server connection, least recently used
  * first (a Map keeps insertion order; a use moves the entry to the end),
@@ -50,6 +55,11 @@ export class PreparedOnServer {
   /** DISCARD ALL or DEALLOCATE ALL ran: nothing is prepared any more. */
   clear(): void {
     this.ids.clear();
+  }
+
+  /** A query that deallocates every one of them (for a connection that leaves for another worker, whose ids differ). */
+  deallocateQuery(): string {
+    return [...this.ids.keys()].map((id) => `DEALLOCATE ${serverStatementName(id)}`).join('; ');
   }
 
   get size(): number {

@@ -38,6 +38,24 @@ export interface QueryResult {
 let nextId = 1;
 
 /**
+ * What another worker process needs to take over an idle server
+ * connection (its socket travels beside this, over the IPC channel):
+ * the server's facts about the session, never the pooling state of the
+ * worker it leaves.
+ */
+export interface HandedConnection {
+  processId: number;
+  secretKey: number;
+  host: string;
+  port: number;
+  node: number;
+  createdAt: number;
+  lastUsedAt: number;
+  parameters: [string, string][];
+  sessionSets: [string, string][];
+}
+
+/**
  * One logged-in server connection. Tracks what PostgreSQL reported about the
  * session (ParameterStatus) and hands its stream to one owner at a time.
  */
@@ -53,7 +71,7 @@ export class ServerConnection implements FrameVisitor {
   readonly parameters: Map<string, string>;
   /** Frames the server stream; kept across owners so boundaries are never lost. */
   readonly reader = new FrameReader('ZSE');
-  readonly createdAt = Date.now();
+  createdAt = Date.now();
   /** Which of its endpoint's nodes this connection is logged in to. */
   node = 0;
   /** The pool that opened it, which it goes back to (even after a reload replaced that pool). */
@@ -192,6 +210,66 @@ export class ServerConnection implements FrameVisitor {
 
   /** Called once when the connection closes, whatever the cause (set by the pool). */
   onClose: (() => void) | null = null;
+
+  /**
+   * Whether the socket can be passed to another process: a plain one
+   * (TLS state lives in this process), idle, with nothing half read.
+   */
+  get canHandOver(): boolean {
+    const sock = this.socket as net.Socket & { encrypted?: boolean; _handle?: unknown };
+    return (
+      !this.closed && this.owner === null && this.pending === null && this.reader.atBoundary && sock.encrypted !== true && sock._handle != null && sock.readableLength === 0 && this.usable
+    );
+  }
+
+  /**
+   * Lets go of the connection for another process: what that one needs,
+   * and the socket to send beside it. This object is done with (closed,
+   * without touching the socket); null when canHandOver is false.
+   */
+  handOver(): { conn: HandedConnection; socket: net.Socket } | null {
+    if (!this.canHandOver) return null;
+    this.closed = true;
+    this.onClose = null;
+    // No more reads here: the handle stays open in this process until the
+    // send completes, and a reply the other side asks for must reach it,
+    // not this process.
+    (this.socket as net.Socket & { _handle: { readStop?: () => number } })._handle.readStop?.();
+    this.socket.removeAllListeners('error');
+    this.socket.removeAllListeners('close');
+    // Sending the handle ends this side's reads; an error meanwhile is the receiver's to see.
+    this.socket.on('error', () => {});
+    const conn: HandedConnection = {
+      processId: this.processId,
+      secretKey: this.secretKey,
+      host: this.host,
+      port: this.port,
+      node: this.node,
+      createdAt: this.createdAt,
+      lastUsedAt: this.lastUsedAt,
+      parameters: [...this.parameters],
+      sessionSets: [...this.sessionSets],
+    };
+    return { conn, socket: this.socket };
+  }
+
+  /** A connection another worker handed over, on the socket that came with it. */
+  static handedOver(conn: HandedConnection, socket: net.Socket): ServerConnection {
+    const login: LoggedInServer = {
+      socket,
+      processId: conn.processId,
+      secretKey: conn.secretKey,
+      parameters: new Map(conn.parameters),
+      rest: Buffer.alloc(0),
+      setReader: (reader) => socket.on('data', (chunk: Buffer) => reader(chunk, false)),
+    };
+    const c = new ServerConnection(login, conn.host, conn.port);
+    c.node = conn.node;
+    c.createdAt = conn.createdAt;
+    c.lastUsedAt = conn.lastUsedAt;
+    for (const [k, v] of conn.sessionSets) c.sessionSets.set(k, v);
+    return c;
+  }
 
   /** Closes politely: Terminate, then end. Never a half-close while a client uses it. */
   close(): void {

@@ -5,10 +5,8 @@
  * the connection that needs it and remembers per connection what is there.
  */
 
-/** Server-side name for a statement id; clients never see it. */
-export function serverStatementName(id: number): string {
-  return `pgmux_${id}`;
-}
+// The name lives with what is prepared on a connection (the pool's layer), which needs it too.
+export { serverStatementName } from '../pool/prepared-on-server.ts';
 
 /**
  * Ids for statement texts, shared by all clients so that two clients

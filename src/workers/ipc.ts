@@ -4,6 +4,7 @@
  * supervisor: a worker never talks to another directly.
  */
 import type { Config } from '../config/schema.ts';
+import type { HandedConnection } from '../pool/server-connection.ts';
 
 /** The supervisor, as the address of a link message. */
 export const SUPERVISOR = -1;
@@ -20,7 +21,9 @@ export type SupervisorMessage =
   /** Start serving: the worker's configuration (ports already resolved) and index. */
   | { pgmux: 'start'; config: Config; worker: number; count: number; quiet: boolean }
   /** SIGHUP: the configuration read again. */
-  | { pgmux: 'reload'; config: Config };
+  | { pgmux: 'reload'; config: Config }
+  /** An idle server connection of pool `key` another worker handed over; its socket comes as the message's handle. */
+  | { pgmux: 'take-over'; key: string; conn: HandedConnection };
 
 export type WorkerMessage =
   | LinkMessage
@@ -31,7 +34,9 @@ export type WorkerMessage =
   /** It could not start: why. */
   | { pgmux: 'failed'; error: string }
   /** The admin console's SHUTDOWN: the supervisor stops every worker. */
-  | { pgmux: 'shutdown'; mode: string };
+  | { pgmux: 'shutdown'; mode: string }
+  /** An idle server connection of pool `key` for worker `to`, its socket as the message's handle: its grant moves with it. */
+  | { pgmux: 'hand-over'; key: string; to: number; conn: HandedConnection };
 
 export function isPgmuxMessage(m: unknown): m is { pgmux: string } {
   return typeof m === 'object' && m !== null && typeof (m as { pgmux?: unknown }).pgmux === 'string';

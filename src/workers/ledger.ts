@@ -38,6 +38,16 @@ interface Queued extends Want {
   worker: number;
   /** When the last round of evictions for it was asked (Date.now()). */
   evictedAt: number;
+  /** When it was queued: across workers, clients are served first come first served. */
+  since: number;
+  /** Workers asked to hand over a connection for it, told when it no longer waits. */
+  asked: Set<number>;
+  /**
+   * Other workers were asked for an idle connection before any is opened
+   * for it ('probing' while they answer): one sitting idle serves sooner
+   * than a new login, and the server sees no more backends than it must.
+   */
+  probe: 'no' | 'probing' | 'done';
 }
 
 /** How often a waiting want asks again for idle connections to be closed. */
@@ -56,7 +66,7 @@ export class Ledger {
   private readonly queue: Queued[] = [];
   private retry: NodeJS.Timeout | null = null;
   /** Grants given and evictions asked, for the log and tests. */
-  readonly stats = { granted: 0, released: 0, queued: 0, evictsAsked: 0, evicted: 0 };
+  readonly stats = { granted: 0, released: 0, queued: 0, evictsAsked: 0, evicted: 0, handedOver: 0 };
 
   constructor(link: LinkEndpoint, live: () => number[], log: Logger) {
     this.link = link;
@@ -70,7 +80,7 @@ export class Ledger {
     link.handlers.set('unwant', (payload, from) => {
       const { key } = payload as { key: string };
       const i = this.queue.findIndex((q) => q.worker === from && q.key === key);
-      if (i >= 0) this.queue.splice(i, 1);
+      if (i >= 0) this.undemand(this.queue.splice(i, 1)[0]);
     });
     link.handlers.set('ledger', () => this.snapshot());
   }
@@ -96,7 +106,7 @@ export class Ledger {
       same.limit = w.limit;
       same.evict ||= w.evict;
     } else {
-      this.queue.push({ ...w, worker, evictedAt: 0 });
+      this.queue.push({ ...w, worker, evictedAt: 0, since: Date.now(), asked: new Set(), probe: 'no' });
       this.stats.queued++;
     }
     this.process();
@@ -116,8 +126,64 @@ export class Ledger {
   workerGone(worker: number): void {
     for (const [key, n] of this.held.get(worker) ?? []) this.add(worker, key, -n);
     this.held.delete(worker);
-    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i].worker === worker) this.queue.splice(i, 1);
+    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i].worker === worker) this.undemand(this.queue.splice(i, 1)[0]);
     this.process();
+  }
+
+  /**
+   * Worker `from` handed an idle connection of pool `key` to worker `to`
+   * (on its way through the supervisor): the grant moves with it, and
+   * counts for `to`'s want. `to` not running: the connection is closed
+   * and its grant is free.
+   */
+  handedOver(from: number, to: number, key: string, alive: boolean): void {
+    const have = this.held.get(from)?.get(key) ?? 0;
+    if (have > 0) this.add(from, key, -1);
+    if (alive) {
+      this.add(to, key, 1);
+      this.stats.handedOver++;
+      const i = this.queue.findIndex((q) => q.worker === to && q.key === key);
+      const w = i >= 0 ? this.queue[i] : undefined;
+      if (w !== undefined && --w.n <= 0) this.undemand(this.queue.splice(i, 1)[0]);
+      else if (w !== undefined) {
+        // Served just now: its next client counts as waiting from now, so
+        // that the holders' own clients that waited longer come first and
+        // connections do not all flow one way.
+        w.since = Date.now();
+        for (const worker of w.asked) this.link.tell(worker, 'demand', { key: w.key, to: w.worker, since: w.since, n: w.n });
+      }
+      this.log.debug({ from, to, pool: key.split('\0').slice(0, 3).join('/'), total: this.total(key) }, 'server connection handed over');
+    }
+    this.process();
+  }
+
+  /** A connection handed over never reached worker `to`: its grant is free. */
+  lost(to: number, key: string): void {
+    this.release(to, key, 1);
+  }
+
+  /** Other workers holding grants of the want's pool. */
+  private idleHolders(w: Queued): number[] {
+    const out: number[] = [];
+    for (const [worker, keys] of this.held) if (worker !== w.worker && (keys.get(w.key) ?? 0) > 0 && this.live().includes(worker)) out.push(worker);
+    return out;
+  }
+
+  /** Asks `holders` in turn for a connection of the want's pool idle now; then the want goes on as any other. */
+  private async probeIdle(w: Queued, holders: number[]): Promise<void> {
+    for (const worker of holders) {
+      if (!this.queue.includes(w)) break;
+      const now = await this.link.ask<boolean>(worker, 'hand-over', { key: w.key, to: w.worker, since: w.since, n: 1, idleOnly: true }, 2000).catch(() => false);
+      if (now) break;
+    }
+    w.probe = 'done';
+    this.process();
+  }
+
+  /** A want no longer waits: the workers asked to hand over for it are told. */
+  private undemand(w: Queued): void {
+    for (const worker of w.asked) this.link.tell(worker, 'undemand', { key: w.key, to: w.worker });
+    w.asked.clear();
   }
 
   /** The limit that keeps one more connection of `w` out, or null when it fits. */
@@ -131,6 +197,19 @@ export class Ledger {
   private process(): void {
     for (let i = 0; i < this.queue.length; ) {
       const w = this.queue[i];
+      if (w.probe === 'probing') {
+        i++;
+        continue;
+      }
+      if (w.probe === 'no' && w.evict && this.binding(w) === null) {
+        const others = this.idleHolders(w);
+        w.probe = others.length > 0 ? 'probing' : 'done';
+        if (w.probe === 'probing') {
+          void this.probeIdle(w, others);
+          i++;
+          continue;
+        }
+      }
       let given = 0;
       while (w.n > 0 && this.binding(w) === null) {
         this.add(w.worker, w.key, 1);
@@ -143,7 +222,7 @@ export class Ledger {
         this.link.tell(w.worker, 'granted', { key: w.key, n: given });
       }
       if (w.n <= 0) {
-        this.queue.splice(i, 1);
+        this.undemand(this.queue.splice(i, 1)[0]);
         continue;
       }
       const full = this.binding(w);
@@ -178,6 +257,21 @@ export class Ledger {
       if (n > 0 && this.live().includes(worker)) holders.push({ worker, n });
     }
     holders.sort((a, b) => b.n - a.n);
+    if (full.key !== undefined) {
+      // The pool's own limit: a connection of it can go over whole, with
+      // its grant, rather than one closing here and one opening there.
+      // Each holder hands an idle one now, or the next that comes free.
+      for (const h of holders) {
+        if (h.worker === w.worker) continue;
+        this.stats.evictsAsked++;
+        w.asked.add(h.worker);
+        const now = await this.link.ask<boolean>(h.worker, 'hand-over', { key: w.key, to: w.worker, since: w.since, n: w.n }, 2000).catch(() => false);
+        if (now) return;
+        // Satisfied or withdrawn meanwhile: the others need not be asked.
+        if (!this.queue.includes(w)) return;
+      }
+      return;
+    }
     for (const h of holders) {
       this.stats.evictsAsked++;
       const closed = await this.link.ask<boolean>(h.worker, 'evict', { ...full, except: h.worker === w.worker ? w.key : undefined }, 2000).catch(() => false);

@@ -10,7 +10,10 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { parseListenList } from '../listeners.ts';
-import { isPgmuxMessage, SUPERVISOR, type LinkMessage, type WorkerMessage } from './ipc.ts';
+import type { Socket } from 'node:net';
+import { isPgmuxMessage, SUPERVISOR, type LinkMessage, type SupervisorMessage, type WorkerMessage } from './ipc.ts';
+import type { HandedConnection } from '../pool/server-connection.ts';
+import { TERMINATE } from '../protocol/messages.ts';
 import { ClientLedger } from './client-ledger.ts';
 import { Ledger } from './ledger.ts';
 import { LinkEndpoint } from './process-link.ts';
@@ -146,10 +149,13 @@ export class Supervisor {
     w.greeted = false;
     return new Promise((resolve, reject) => {
       let settled = false;
-      child.on('message', (m: unknown) => {
+      child.on('message', (m: unknown, handle: unknown) => {
         if (!isPgmuxMessage(m)) return;
         const msg = m as WorkerMessage;
         switch (msg.pgmux) {
+          case 'hand-over':
+            this.handOver(msg, handle as Socket | undefined, w.index);
+            return;
           case 'hello':
             w.greeted = true;
             child.send({ pgmux: 'start', config: this.workerConfig(this.config, w.index), worker: w.index, count: this.workers.length, quiet: this.opts.quiet });
@@ -227,6 +233,29 @@ export class Supervisor {
     }
     // Nobody there now (it died, it is restarting): the asker hears so at once.
     if (m.pgmux === 'ask') this.route({ pgmux: 'answer', id: m.id, to: from, ok: false, error: `worker ${m.to} is not running` }, SUPERVISOR);
+  }
+
+  /** An idle server connection on its way from worker `from` to another: its grant moves in the ledger, its socket on. */
+  private handOver(m: { key: string; to: number; conn: HandedConnection }, socket: Socket | undefined, from: number): void {
+    // Node starts reading a socket that arrives, and keeps this copy of
+    // the handle open until the receiver acknowledges it: a reply the
+    // receiver asks for meanwhile must not be read here.
+    (socket as (Socket & { _handle?: { readStop?: () => number } }) | undefined)?._handle?.readStop?.();
+    const target = this.workers[m.to]?.child;
+    const alive = socket !== undefined && target !== undefined && target !== null && target.connected;
+    this.ledger.handedOver(from, m.to, m.key, alive);
+    if (socket === undefined) return;
+    if (!alive) {
+      socket.on('error', () => {});
+      socket.end(TERMINATE);
+      return;
+    }
+    const out: SupervisorMessage = { pgmux: 'take-over', key: m.key, conn: m.conn };
+    target.send(out, socket, {}, (err) => {
+      if (err === null || err === undefined) return;
+      socket.destroy();
+      this.ledger.lost(m.to, m.key);
+    });
   }
 
   /** SIGHUP: the configuration is read once, here, and sent to every worker. */

@@ -9,6 +9,7 @@ import { GrantedLimits } from '../pool/granted-limits.ts';
 import type { PgmuxServer } from '../server.ts';
 import type { Want } from './ledger.ts';
 import type { ProcessLink } from './process-link.ts';
+import type { WorkerMessage } from './ipc.ts';
 import { SharedFailureLimiter, WorkerClientCount } from './shared-counts.ts';
 
 export function workerLimits(server: PgmuxServer, link: ProcessLink): GrantedLimits {
@@ -18,6 +19,17 @@ export function workerLimits(server: PgmuxServer, link: ProcessLink): GrantedLim
       want: (w: Want) => link.tellSupervisor('want', w),
       release: (key, n) => link.tellSupervisor('release', { key, n }),
       unwant: (key) => link.tellSupervisor('unwant', { key }),
+      handOver: (key, to, conn, socket) => {
+        if (!process.connected) {
+          socket.destroy();
+          return;
+        }
+        const m: WorkerMessage = { pgmux: 'hand-over', key, to, conn };
+        // The handle is this process's no more once sent.
+        process.send!(m, socket, {}, (err) => {
+          if (err !== null && err !== undefined) socket.destroy();
+        });
+      },
     },
     () => server.pools.all(),
   );
@@ -27,6 +39,12 @@ export function workerLimits(server: PgmuxServer, link: ProcessLink): GrantedLim
     limits.granted(key, n);
   });
   link.handle('evict', (payload) => limits.evict(payload as { key?: string; group?: string; except?: string }));
+  link.handle('hand-over', (payload) => limits.handOverFor(payload as { key: string; to: number; since: number; n: number; idleOnly?: boolean }));
+  link.handle('demand', (payload) => limits.redemand(payload as { key: string; to: number; since: number; n: number }));
+  link.handle('undemand', (payload) => {
+    const { key, to } = payload as { key: string; to: number };
+    limits.undemand(key, to);
+  });
   link.handle('grants', () => limits.snapshot());
   server.clientCount = new WorkerClientCount(link);
   server.failureLimiter = (limit) => new SharedFailureLimiter(limit, link);

@@ -13,6 +13,8 @@ import { isPgmuxMessage, type LinkMessage, type SupervisorMessage, type WorkerMe
 import { ProcessLink } from './process-link.ts';
 import { workerLimits } from './worker-limits.ts';
 import { Writable } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { GrantedLimits } from '../pool/granted-limits.ts';
 
 const send = (m: WorkerMessage) => {
   if (process.connected) process.send!(m);
@@ -25,6 +27,7 @@ process.stderr.on('error', () => {});
 let server: PgmuxServer | null = null;
 let link: ProcessLink | null = null;
 let logFile: LogFile | null = null;
+let limits: GrantedLimits | null = null;
 /** A stop this worker was told of by a signal, rather than one of its own (the admin console's SHUTDOWN). */
 let signalled = false;
 
@@ -68,7 +71,7 @@ async function start(config: Config, worker: number, count: number, quiet: boole
   const logger = createLogger({ level: config.log_level, format: config.log_format, destination }).child({ worker });
   const s = new PgmuxServer(config, { logger, link });
   server = s;
-  workerLimits(s, link);
+  limits = workerLimits(s, link);
   s.onShutdown = (mode) => {
     // SIGQUIT reaches here too (server.ts): that stop is under way already.
     if (!signalled) send({ pgmux: 'shutdown', mode });
@@ -86,10 +89,17 @@ async function start(config: Config, worker: number, count: number, quiet: boole
   send({ pgmux: 'listening', tcp: listening.tcp, metrics: s.metricsAddress() });
 }
 
-process.on('message', (m: unknown) => {
+process.on('message', (m: unknown, handle: unknown) => {
   if (!isPgmuxMessage(m)) return;
   const msg = m as SupervisorMessage;
   switch (msg.pgmux) {
+    case 'take-over': {
+      const socket = handle as Socket | undefined;
+      if (socket === undefined) return;
+      if (limits === null) socket.destroy();
+      else limits.takeOver(msg.key, msg.conn, socket);
+      return;
+    }
     case 'start':
       start(msg.config, msg.worker, msg.count, msg.quiet).catch((err: Error) => {
         send({ pgmux: 'failed', error: err.message });
