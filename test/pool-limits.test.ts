@@ -4,8 +4,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../src/config/load.ts';
 import { getCluster } from './cluster-context.ts';
-// Tests that read the pools' counts in process skip when PGMUX_TEST_WORKERS runs pgmux as worker processes.
-import { inWorkerProcesses, onPrimary, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
+import { adminConsole, serversOpen, type AdminConsole, type PoolMatch } from './helpers/admin.ts';
+import { onPrimary, sleep, startPgmux } from './helpers/pgmux.ts';
 import { psql } from './helpers/clients.ts';
 import { tempDir } from './helpers/temp.ts';
 
@@ -27,20 +27,21 @@ const primaryUrl = (database = '') => {
   return `postgresql://${c.primary.host}:${c.primary.port}${database === '' ? '' : `/${database}`}`;
 };
 
-/** Server connections pgmux has open (in use, idle or opening) in the pools `match` picks. */
-function openIn(pgmux: RunningPgmux, match: (key: string[]) => boolean = () => true): number {
-  let n = 0;
-  for (const p of pgmux.server.pools.all()) if (match(p.key.split('\0'))) n += p.total;
-  return n;
+/** Lets `app` read the admin console, where the tests count the pools' connections (of every worker). */
+const CONSOLE = { stats_users: 'app' };
+
+/** Server connections pgmux has open (in use, idle or opening) in the pools `match` picks, as SHOW POOLS counts them. */
+async function openIn(admin: AdminConsole, match?: PoolMatch): Promise<number> {
+  return serversOpen(await admin.show('POOLS'), match);
 }
 
 /** Runs `clients` clients at once, each one query; the most connections `sample` saw open meanwhile. */
-async function peakWhile(clients: Promise<unknown>[], sample: () => number): Promise<number> {
+async function peakWhile(clients: Promise<unknown>[], sample: () => Promise<number>): Promise<number> {
   let peak = 0;
   let done = false;
   const all = Promise.all(clients).finally(() => (done = true));
   while (!done) {
-    peak = Math.max(peak, sample());
+    peak = Math.max(peak, await sample());
     await sleep(10);
   }
   await all;
@@ -56,87 +57,110 @@ async function sleeping(user: string): Promise<number> {
 }
 
 describe('server-side limits', () => {
-  it.skipIf(inWorkerProcesses)('max_db_connections: every user of a database together; a full database takes an idle connection of another user', async () => {
-    const pgmux = await startPgmux({ endpoints: { main: { nodes: [primaryUrl()], max_db_connections: 3 } }, default_pool_size: 10 });
+  it('max_db_connections: every user of a database together; a full database takes an idle connection of another user', async () => {
+    const pgmux = await startPgmux({ ...CONSOLE, endpoints: { main: { nodes: [primaryUrl()], max_db_connections: 3 } }, default_pool_size: 10 });
+    const admin = await adminConsole(pgmux);
     try {
       const runs = [...Array(4)].flatMap(() => [sleepQuery(pgmux.url('app'), 0.3), sleepQuery(pgmux.url('other'), 0.3)]);
-      expect(await peakWhile(runs, () => openIn(pgmux))).toBeLessThanOrEqual(3);
+      expect(await peakWhile(runs, () => openIn(admin))).toBeLessThanOrEqual(3);
       // app's idle connections are closed to make room for other's.
-      expect(openIn(pgmux)).toBeLessThanOrEqual(3);
-      await Promise.all([...Array(3)].map(() => sleepQuery(pgmux.url('other'), 0.1)));
-      expect(openIn(pgmux, (k) => k[2] === 'other')).toBe(3);
-      expect(openIn(pgmux, (k) => k[2] === 'app')).toBe(0);
+      expect(await openIn(admin)).toBeLessThanOrEqual(3);
+      // Three clients of other at once, each holding a server connection (session pooling).
+      const others = [...Array(3)].map(() => new pg.Client({ connectionString: pgmux.url('other') }));
+      try {
+        for (const c of others) {
+          await c.connect();
+          await c.query('SELECT 1');
+        }
+        expect(await openIn(admin, (k) => k.user === 'other')).toBe(3);
+        expect(await openIn(admin, (k) => k.user === 'app')).toBe(0);
+      } finally {
+        await Promise.all(others.map((c) => c.end().catch(() => {})));
+      }
     } finally {
+      await admin.end();
       await pgmux.stop();
     }
   });
 
-  it.skipIf(inWorkerProcesses)('max_user_connections: every database of a user together, per user in [users]', async () => {
+  it('max_user_connections: every database of a user together, per user in [users]', async () => {
     const pgmux = await startPgmux({
+      ...CONSOLE,
       endpoints: { appdb: { nodes: [primaryUrl('appdb')] }, postgres: { nodes: [primaryUrl('postgres')] } },
       max_user_connections: 2,
       users: { other: { max_user_connections: 1 } },
     });
+    const admin = await adminConsole(pgmux);
     try {
       const runs = [...Array(3)].flatMap(() => [sleepQuery(pgmux.url('app', 'appdb'), 0.3), sleepQuery(pgmux.url('app', 'postgres'), 0.3)]);
-      expect(await peakWhile(runs, () => openIn(pgmux, (k) => k[2] === 'app'))).toBeLessThanOrEqual(2);
+      expect(await peakWhile(runs, () => openIn(admin, (k) => k.user === 'app'))).toBeLessThanOrEqual(2);
       const others = [...Array(3)].map(() => sleepQuery(pgmux.url('other', 'postgres'), 0.2));
-      expect(await peakWhile(others, () => openIn(pgmux, (k) => k[2] === 'other'))).toBe(1);
+      expect(await peakWhile(others, () => openIn(admin, (k) => k.user === 'other'))).toBe(1);
     } finally {
+      await admin.end();
       await pgmux.stop();
     }
   });
 
-  it.skipIf(inWorkerProcesses)('per-endpoint and per-user pool sizes, the user\'s winning', async () => {
+  it('per-endpoint and per-user pool sizes, the user\'s winning', async () => {
     const pgmux = await startPgmux({
+      ...CONSOLE,
       endpoints: { main: { nodes: [primaryUrl()], default_pool_size: 3 } },
       users: { other: { default_pool_size: 1 } },
     });
+    const admin = await adminConsole(pgmux);
     try {
-      expect(await peakWhile([...Array(6)].map(() => sleepQuery(pgmux.url('app'), 0.2)), () => openIn(pgmux, (k) => k[2] === 'app'))).toBe(3);
-      expect(await peakWhile([...Array(3)].map(() => sleepQuery(pgmux.url('other'), 0.2)), () => openIn(pgmux, (k) => k[2] === 'other'))).toBe(1);
+      expect(await peakWhile([...Array(6)].map(() => sleepQuery(pgmux.url('app'), 0.2)), () => openIn(admin, (k) => k.user === 'app'))).toBe(3);
+      expect(await peakWhile([...Array(3)].map(() => sleepQuery(pgmux.url('other'), 0.2)), () => openIn(admin, (k) => k.user === 'other'))).toBe(1);
     } finally {
+      await admin.end();
       await pgmux.stop();
     }
   });
 
   it('reserve_pool_size: more connections once a client has waited reserve_pool_timeout', async () => {
-    const pgmux = await startPgmux({ default_pool_size: 2, reserve_pool_size: 1, reserve_pool_timeout: 1 });
+    const pgmux = await startPgmux({ default_pool_size: 2, reserve_pool_size: 1, reserve_pool_timeout: 2 });
     try {
-      const runs = [...Array(4)].map(() => sleepQuery(pgmux.url('app'), 3));
-      await sleep(700);
+      let done = false;
+      const runs = Promise.all([...Array(4)].map(() => sleepQuery(pgmux.url('app'), 8))).finally(() => (done = true));
+      while (!done && (await sleeping('app')) < 2) await sleep(50);
+      // Two clients hold the pool; the others wait.
       expect(await sleeping('app')).toBe(2);
-      await sleep(2000);
-      // Two clients hold the pool, one more runs on the reserve, the fourth still waits.
+      while (!done && (await sleeping('app')) < 3) await sleep(50);
+      // One more runs on the reserve once it has waited; the fourth still waits.
       expect(await sleeping('app')).toBe(3);
-      await Promise.all(runs);
+      await runs;
     } finally {
       await pgmux.stop();
     }
   });
 
-  it.skipIf(inWorkerProcesses)('min_pool_size: a pool in use is filled to it; an endpoint with a forced user is filled before any client', async () => {
+  it('min_pool_size: a pool in use is filled to it; an endpoint with a forced user is filled before any client', async () => {
     const pgmux = await startPgmux({
+      ...CONSOLE,
       endpoints: {
         main: { nodes: [primaryUrl()], min_pool_size: 2 },
         forced: { nodes: [primaryUrl('appdb')], user: FORCED, password: FORCED_PASSWORD, min_pool_size: 3 },
       },
       default_endpoint: 'main',
     });
+    const admin = await adminConsole(pgmux);
     try {
       const forcedOpen = async () => Number((await onPrimary<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1', [FORCED]))[0].n);
       for (let i = 0; i < 100 && (await forcedOpen()) < 3; i++) await sleep(100);
       expect(await forcedOpen()).toBe(3);
-      expect(openIn(pgmux, (k) => k[0] === 'main')).toBe(0);
+      const main = (k: { endpoint: string }) => k.endpoint === 'main';
+      expect(await openIn(admin, main)).toBe(0);
       const client = new pg.Client({ connectionString: pgmux.url('app') });
       await client.connect();
       try {
-        for (let i = 0; i < 50 && openIn(pgmux, (k) => k[0] === 'main') < 2; i++) await sleep(100);
-        expect(openIn(pgmux, (k) => k[0] === 'main')).toBe(2);
+        for (let i = 0; i < 50 && (await openIn(admin, main)) < 2; i++) await sleep(100);
+        expect(await openIn(admin, main)).toBe(2);
       } finally {
         await client.end();
       }
     } finally {
+      await admin.end();
       await pgmux.stop();
     }
   });
