@@ -15,6 +15,14 @@ export interface RunningPgmux {
   pids(): number[];
   url(user?: string, database?: string, password?: string): string;
   stop(): Promise<void>;
+  /**
+   * What the next reload that pgmux starts itself (the admin console's
+   * RELOAD or SET) reads, as an operator edits the configuration file
+   * first: in process the server's reloadSource, with worker processes the
+   * file the supervisor reads. `server.currentConfig` is `next` once that
+   * reload is done.
+   */
+  configForReload(next: Config): Promise<void>;
 }
 
 /**
@@ -52,6 +60,9 @@ export async function startPgmux(overrides: Partial<Record<keyof Config, unknown
     url: (user = 'app', database = 'appdb', password) =>
       `postgresql://${user}:${encodeURIComponent(password ?? c.roles[user as keyof typeof c.roles]?.password ?? '')}@127.0.0.1:${port}/${database}`,
     stop: () => server.stop(),
+    configForReload: async (next) => {
+      server.reloadSource = async () => next;
+    },
   };
 }
 
@@ -67,6 +78,14 @@ const LEVELS = pino.levels.values;
 const moreVerbose = (a: string, b: string) => ((LEVELS[a] ?? Infinity) <= (LEVELS[b] ?? Infinity) ? a : b);
 
 type LogLine = Record<string, unknown> & { level?: number; msg?: string };
+
+/**
+ * The command lines startPgmux() started that have not exited: stopped
+ * (SIGQUIT, at once) when this process exits, so none is left behind by a
+ * test that ended before its stop(), a timeout say.
+ */
+const running = new Set<import('./cli.ts').CliProcess>();
+let stopAtExit = false;
 
 /** "host:port" or "[v6]:port" as a log line writes it. */
 function hostPort(text: string): { host: string; port: number } {
@@ -107,7 +126,26 @@ async function startWorkerProcesses(config: Config, workers: number, testLogger:
   const lines: LogLine[] = [];
   const destination = testLogger === undefined ? null : (testLogger as unknown as Record<symbol, NodeJS.WritableStream>)[pino.symbols.streamSym];
   let reloading = false;
+  let current = config;
+  /** What configForReload() wrote, for a reload pgmux starts itself. */
+  let pending: Config | null = null;
   const cli = new CliProcess(['--config', file]);
+  running.add(cli);
+  void cli.exited.then(() => running.delete(cli));
+  if (!stopAtExit) {
+    stopAtExit = true;
+    const stopAll = () => {
+      for (const p of running) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGQUIT');
+    };
+    process.on('exit', stopAll);
+    // The test runner ends its worker with a signal: pgmux stops too, and the signal then does what it did.
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+      process.once(sig, () => {
+        stopAll();
+        process.kill(process.pid, sig);
+      });
+    }
+  }
   cli.onLine((text) => {
     if (!text.startsWith('{')) return;
     let line: LogLine;
@@ -119,7 +157,11 @@ async function startWorkerProcesses(config: Config, workers: number, testLogger:
     if (typeof line.level !== 'number') return;
     // A reload that did not come through this helper (the admin console's SET or RELOAD) sets the level, as in process.
     const changed = (line.settings as Record<string, unknown> | undefined)?.log_level;
-    if (line.msg === 'configuration reloaded' && !reloading && Array.isArray(changed)) logger.level = String(changed[1]);
+    if (line.msg === 'configuration reloaded' && !reloading) {
+      if (pending !== null) current = pending;
+      if (Array.isArray(changed)) logger.level = String(changed[1]);
+      else if (pending !== null) logger.level = pending.log_level;
+    }
     lines.push(line);
     if (destination !== null && line.level >= logger.levels.values[logger.level]) destination.write(text + '\n');
   });
@@ -134,7 +176,6 @@ async function startWorkerProcesses(config: Config, workers: number, testLogger:
   const started = lines.find((l) => l.msg === 'workers started')!;
   const first = listeningLines.find((l) => l.worker === 0) ?? listeningLines[0];
   const port = Number(first.port);
-  let current = config;
   const ended = async (sig: NodeJS.Signals) => {
     if (cli.child.exitCode === null && cli.child.signalCode === null) cli.signal(sig);
     await cli.exited;
@@ -188,6 +229,10 @@ async function startWorkerProcesses(config: Config, workers: number, testLogger:
       `postgresql://${user}:${encodeURIComponent(password ?? c.roles[user as keyof typeof c.roles]?.password ?? '')}@127.0.0.1:${port}/${database}`,
     // At once, as server.stop() in process.
     stop: () => ended('SIGQUIT'),
+    configForReload: async (next) => {
+      pending = next;
+      await write(next);
+    },
   };
 }
 
