@@ -116,7 +116,7 @@ export class PgmuxServer {
   readonly registry: EndpointRegistry;
   private clientTls: ClientTls | null = null;
   /** Where new server connections of nodes with a host list go. */
-  private readonly hostChoice = new HostChoice();
+  private readonly hostChoice: HostChoice;
   private serverCa: Buffer | undefined;
   readonly pools: Pools;
   readonly credentials: CredentialStore;
@@ -153,6 +153,7 @@ export class PgmuxServer {
   constructor(config: Config, opts: { logger?: Logger; link?: WorkerLink } = {}) {
     this.config = config;
     this.link = opts.link ?? new SoloLink();
+    this.hostChoice = new HostChoice(this.link.id);
     this.log = opts.logger ?? createLogger({ level: config.log_level, format: config.log_format });
     this.databaseStats = new DatabaseStats(
       s(config.stats_period),

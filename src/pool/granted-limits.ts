@@ -43,8 +43,8 @@ export class GrantedLimits implements PoolLimits {
   private readonly held = new Map<string, number>();
   /** Connections open or opening under a grant, by pool key. */
   private readonly used = new Map<string, number>();
-  /** Grants asked for and not yet given, by pool key, and since when. */
-  private readonly wanted = new Map<string, { n: number; since: number }>();
+  /** Grants asked for and not yet given, by pool key, since when, and the pool's size the ledger was told. */
+  private readonly wanted = new Map<string, { n: number; since: number; limit: number }>();
   private readonly tick: NodeJS.Timeout;
   /** Other workers waiting for connections of a pool, by pool key, then worker. */
   private readonly demands = new Map<string, Map<number, Demand>>();
@@ -75,9 +75,12 @@ export class GrantedLimits implements PoolLimits {
     const need = evict ? Math.max(1, Math.min(pool.waitingCount - pool.openingCount, pool.sizeNow() - pool.total)) : 1;
     const asked = this.wanted.get(k);
     const more = need - (asked?.n ?? 0);
-    if (more > 0) {
-      this.wanted.set(k, { n: need, since: asked?.since ?? Date.now() });
-      this.ledger.want({ key: k, limit: pool.sizeNow(), groups: groupsOf(pool), n: more, evict });
+    const limit = pool.sizeNow();
+    // More wanted, or the pool may have more now (its reserve, once a
+    // client waited reserve_pool_timeout): the ledger hears of it.
+    if (more > 0 || (asked !== undefined && limit !== asked.limit)) {
+      this.wanted.set(k, { n: Math.max(need, asked?.n ?? 0), since: asked?.since ?? Date.now(), limit });
+      this.ledger.want({ key: k, limit, groups: groupsOf(pool), n: Math.max(more, 0), evict });
     }
     return false;
   }

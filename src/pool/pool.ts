@@ -351,11 +351,22 @@ export class Pool {
     return null;
   }
 
-  /** A connection another worker handed over joins the pool, and goes to whoever waits. */
+  /**
+   * A connection another worker handed over joins the pool, and goes to
+   * whoever waits: checked first (server_check_delay) if it sat idle
+   * there that long, as one idle here would be.
+   */
   adoptHandedOver(conn: ServerConnection): void {
     conn.pool = this;
     this.busy++;
-    this.giveBack(conn);
+    if (this.waiters.length > 0 && !this.paused && !this.closing && this.needsCheck(conn)) {
+      const w = this.waiters.shift()!;
+      if (w.timer) clearTimeout(w.timer);
+      this.stats.lent++;
+      this.checked(conn).then(w.resolve, w.reject);
+      return;
+    }
+    this.giveBack(conn, conn.lastUsedAt);
   }
 
   /** Once set, connections coming back are closed instead of kept (shutdown). */
@@ -410,7 +421,8 @@ export class Pool {
     return c;
   }
 
-  private giveBack(conn: ServerConnection): void {
+  /** `idleSince`: when the connection was last used, if not now (one handed over idle). */
+  private giveBack(conn: ServerConnection, idleSince = Date.now()): void {
     this.busy--;
     // PAUSE disconnects from the servers, as PgBouncer's does (for a
     // database restart): a connection given back while paused is closed.
@@ -419,7 +431,7 @@ export class Pool {
       this.closedOne();
       return;
     }
-    conn.lastUsedAt = Date.now();
+    conn.lastUsedAt = idleSince;
     // Another worker's clients that waited longer get it (its grant goes with it).
     if (this.settings.limits?.passOn?.(this, conn, this.waiters[0]?.since ?? null) === true) {
       // Clients here wait on: they ask for the next one.
@@ -431,6 +443,7 @@ export class Pool {
       if (w.timer) clearTimeout(w.timer);
       this.busy++;
       this.stats.lent++;
+      conn.lastUsedAt = Date.now();
       w.resolve(conn);
       return;
     }

@@ -28,6 +28,17 @@ const unreachable = (err: unknown) => err instanceof PgError && err.code.startsW
 export class HostChoice {
   /** Per node: the host the next connection starts at. */
   private readonly next = new WeakMap<NodeAddress, number>();
+  /**
+   * Where round-robin starts for a node not used yet: worker processes
+   * start at different hosts (worker i at host i), so that the first
+   * connections of all of them spread over the list rather than each
+   * worker's first going to the first host.
+   */
+  private readonly first: number;
+
+  constructor(first = 0) {
+    this.first = first;
+  }
 
   /**
    * Connects to one of the node's hosts with `attempt`, starting where the
@@ -36,7 +47,7 @@ export class HostChoice {
   async connect<T>(node: NodeAddress, attempt: (at: HostAddress) => Promise<T>): Promise<{ value: T; at: HostAddress }> {
     const hosts = node.hosts ?? [node];
     if (hosts.length === 1) return { value: await attempt(hosts[0]), at: hosts[0] };
-    const start = (this.next.get(node) ?? 0) % hosts.length;
+    const start = (this.next.get(node) ?? (node.loadBalanceHosts === 'disable' ? 0 : this.first)) % hosts.length;
     if (node.loadBalanceHosts !== 'disable') this.next.set(node, start + 1);
     let last: unknown;
     for (let i = 0; i < hosts.length; i++) {
