@@ -27,7 +27,10 @@ export function workerLimits(server: PgmuxServer, link: ProcessLink): GrantedLim
         const m: WorkerMessage = { pgmux: 'hand-over', key, to, conn };
         // The handle is this process's no more once sent.
         process.send!(m, socket, {}, (err) => {
-          if (err !== null && err !== undefined) socket.destroy();
+          if (err === null || err === undefined) return;
+          // It never left: the connection closes, and its grant (still this worker's in the ledger) goes back.
+          socket.destroy();
+          link.tellSupervisor('release', { key, n: 1 });
         });
       },
     },
