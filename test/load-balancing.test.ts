@@ -199,6 +199,27 @@ describe('reads over a primary and two streaming replicas', () => {
     await c.end();
   });
 
+  it('re-runs a refused read unseen also when the connection first gets the client\'s settings', async () => {
+    // Two clients of different settings take turns: the connection each is
+    // lent was the other's, so pgmux sets the client's settings on it first,
+    // a query of its own just ahead of the read the replica refuses.
+    const a = new pg.Client({ connectionString: `${pgmux.url()}?application_name=alpha` });
+    const b = new pg.Client({ connectionString: `${pgmux.url()}?application_name=beta` });
+    await Promise.all([a.connect(), b.connect()]);
+    try {
+      const values: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const c = i % 2 === 0 ? a : b;
+        const r = (await c.query("SELECT sneaky() AS v, current_setting('application_name') AS app")).rows[0];
+        expect(r.app).toBe(i % 2 === 0 ? 'alpha' : 'beta');
+        values.push(Number(r.v));
+      }
+      expect(new Set(values).size).toBe(20);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+
   it('returns the results of a pipeline of reads and writes in order', async () => {
     const sql = postgres(pgmux.url(), { max: 1 });
     try {

@@ -418,7 +418,7 @@ export class MuxLink implements ServerOwner {
     // until it shows how it went.
     const last = b.msgs[b.msgs.length - 1].type;
     const whole = last === 0x53 || last === 0x51;
-    const retryable = this.host.router.spreadsReads === true && whole && node !== primary && b.info!.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingFromServer === 0;
+    const retryable = this.host.router.spreadsReads === true && whole && node !== primary && b.info!.hasSql && this.status === I && !this.unsynced && this.relay.queue.pendingForClient === 0;
     // The first batch on a connection just taken, if the server answers
     // it at once (not a Parse still waiting for its Sync) and owes it
     // something (not only replies pgmux makes up).

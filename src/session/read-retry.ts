@@ -51,7 +51,7 @@ export class ReadRetry {
   watch(batch: Batch, kind: 'replica' | 'fresh' = 'replica'): void {
     const w: Watched = { batch, kind, state: 'holding', held: [], registered: [] };
     this.cur = w;
-    this.relay.observer = (type, body) => {
+    this.relay.observer = (type, body, own) => {
       if (this.cur !== w || w.state !== 'holding') return;
       if (kind === 'fresh') {
         if (type === 0x45 && diedIdle(body!)) {
@@ -61,6 +61,9 @@ export class ReadRetry {
         } else this.release(w);
         return;
       }
+      // pgmux's own query ahead of the read (the client's settings set on
+      // the connection) says nothing of the read.
+      if (own) return;
       // ParseComplete, BindComplete, CloseComplete, descriptions, parameter
       // reports and notices say nothing yet; anything else decides.
       if (type === 0x31 || type === 0x32 || type === 0x33 || type === 0x74 || type === 0x6e || type === 0x54 || type === 0x53 || type === 0x4e) return;

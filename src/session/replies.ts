@@ -130,6 +130,18 @@ export class ReplyQueue {
     return n;
   }
 
+  /** Entries whose replies the client is to get (neither made up nor pgmux's own, swallowed). */
+  get pendingForClient(): number {
+    let n = 0;
+    for (let i = this.head; i < this.entries.length; i++) if (this.entries[i].kind === enum_.forward) n++;
+    return n;
+  }
+
+  /** Whether the entry at the head is pgmux's own query, whose replies the client never sees. */
+  get headSwallowed(): boolean {
+    return this.peek()?.kind === enum_.swallow;
+  }
+
   /** Forgets every entry (their connection is gone). */
   clear(): void {
     this.entries.length = 0;
@@ -407,10 +419,10 @@ export class Relay {
   }
 
   /** Sees each server message before it is decided (a read that may be retried elsewhere). */
-  observer: ((type: number, body: Buffer | null) => void) | null = null;
+  observer: ((type: number, body: Buffer | null, own: boolean) => void) | null = null;
 
   onMessage(type: number, body: Buffer | null, end: number, size: number): void {
-    this.observer?.(type, body);
+    this.observer?.(type, body, this.queue.headSwallowed);
     const start = end - size;
     const keep = this.queue.decide(type, body);
     if (keep) {
