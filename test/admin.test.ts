@@ -1,20 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import net from 'node:net';
 import { configForReload } from './helpers/admin.ts';
 import { backendsOf, sleep, startPgmux, type RunningPgmux } from './helpers/pgmux.ts';
-import { psql } from './helpers/clients.ts';
-
-/** Whether something accepts connections on the port. */
-function accepting(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
+import { psql, accepting } from './helpers/clients.ts';
 
 describe('admin console', () => {
   let pgmux: RunningPgmux;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import inspector from 'node:inspector';
-import net from 'node:net';
+import { accepting } from './helpers/clients.ts';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -12,17 +12,6 @@ import { sleep, startPgmux, trustSettings, type RunningPgmux } from './helpers/p
 import { getCluster } from './cluster-context.ts';
 
 const repo = path.resolve(import.meta.dirname, '..');
-
-/** Whether something accepts connections on the port. */
-function accepting(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
 
 async function until(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
   const end = Date.now() + ms;

@@ -151,3 +151,14 @@ export function trustLogin(port: number, user: string, database: string): Promis
     s.on('error', reject);
   });
 }
+
+/** Whether something accepts connections on the port. */
+export function accepting(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
